@@ -1,0 +1,26 @@
+# The README's two commands: `make run` (the main job) and `make test`.
+# Both create .venv/ at the repo root and install the project into it when needed.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# torch 2.13.0 is a CPU build (a few hundred MB); an unpinned torch would pull a CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: run test lint bench install
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/ofa-pipeline $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .

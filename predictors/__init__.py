@@ -1,0 +1,1 @@
+"""Measurements of sub-networks on devices and the predictors fitted from them."""

@@ -1,0 +1,84 @@
+"""Wall-clock timing in interleaved rounds, summarised with robust statistics.
+
+CPU timings on shared machines drift by several percent between runs, so candidates are
+timed round-robin (the order rotates each round) and compared through per-round values:
+each round's value is the median of its individual call times.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Statistics across rounds of one candidate (milliseconds)."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    iqr_ms: float
+    cv: float  # std / mean across rounds
+    n_rounds: int
+
+    @classmethod
+    def from_rounds(cls, values_ms: Sequence[float]) -> TimingStats:
+        if not values_ms:
+            raise ValueError("no rounds to summarise")
+        q = quantiles(values_ms, (0.10, 0.25, 0.50, 0.75, 0.90))
+        mean = statistics.fmean(values_ms)
+        std = statistics.pstdev(values_ms) if len(values_ms) > 1 else 0.0
+        return cls(q[2], q[0], q[4], q[3] - q[1], std / mean if mean else 0.0, len(values_ms))
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def quantiles(values: Sequence[float], probs: Sequence[float]) -> list[float]:
+    """Linear-interpolated quantiles (numpy's default method) without numpy."""
+    data = sorted(values)
+    out = []
+    for p in probs:
+        pos = p * (len(data) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(data) - 1)
+        out.append(data[lo] + (data[hi] - data[lo]) * (pos - lo))
+    return out
+
+
+def interleaved_rounds(
+    candidates: Mapping[str, Callable[[], object]],
+    rounds: int = 7,
+    calls_per_round: int = 5,
+    warmup_calls: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, list[float]]:
+    """Per-round median call time (ms) of each candidate, rounds interleaved across candidates."""
+    if rounds < 1 or calls_per_round < 1:
+        raise ValueError(f"rounds = {rounds} and calls_per_round = {calls_per_round} must be at least 1")
+    names = list(candidates)
+    for name in names:
+        for _ in range(warmup_calls):
+            candidates[name]()
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = candidates[name]
+            times = []
+            for _ in range(calls_per_round):
+                start = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - start) * 1e3)
+            results[name].append(statistics.median(times))
+        if progress is not None:
+            progress(r + 1)
+    return results
+
+
+def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> list[float]:
+    """Round-by-round ratios of two candidates timed in the same rounds."""
+    return [a / b for a, b in zip(numerator, denominator, strict=True)]

@@ -1,0 +1,1 @@
+"""Per-device search for sub-networks, their export and reports (and the end-to-end pipeline)."""
