@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from ofa.networks import MobileNetV3, OFAMobileNetV3
+from ofa.networks import MobileNetV3, OFAMobileNetV3, layer_costs
 from ofa.space import SPACES
 from tests.conftest import calibrate_bn_, images, make_supernet
 
@@ -189,3 +189,16 @@ def test_from_preset_with_overrides():
     supernet = OFAMobileNetV3.from_preset("ofa_mbv3_mnist", width_mult=1.2, resolutions=[24, 28])
     assert supernet.space.width_mult == 1.2 and supernet.space.resolutions == (24, 28)
     assert supernet(torch.zeros(1, 1, 24, 24)).shape == (1, 10)
+
+
+def test_layer_shapes_identify_layers_independently_of_position():
+    space = SPACES["ofa_mbv3_w10"]
+    g = torch.Generator().manual_seed(0)
+    by_shape: dict[str, tuple[int, int]] = {}
+    for _ in range(30):
+        for cost in layer_costs(space, space.sample(g)):
+            # One shape, one cost: a lookup table keyed on shapes is well defined.
+            assert by_shape.setdefault(cost.shape, (cost.params, cost.macs)) == (cost.params, cost.macs)
+    a = space.uniform(5, 4, 3, 160)
+    b = space.uniform(5, 4, 2, 160)
+    assert [c.shape for c in layer_costs(space, a)][:3] == [c.shape for c in layer_costs(space, b)][:3]

@@ -18,10 +18,15 @@ STEM, HEAD = -1, -2  # `stage` of the layers outside the elastic stages
 
 @dataclass(frozen=True)
 class LayerCost:
+    """One layer (or block) of a sub-network. `shape` identifies what the layer computes
+    independently of where it sits (input side, widths, kernel, stride, ...): two layers with
+    the same shape cost the same on a device, which is what a latency lookup table keys on."""
+
     name: str
     stage: int
     params: int
     macs: int
+    shape: str
 
 
 def _strided(side: int, stride: int) -> int:
@@ -43,14 +48,20 @@ def layer_costs(space: MBV3Space, arch: ArchConfig) -> list[LayerCost]:
     w = space.widths
     costs: list[LayerCost] = []
 
-    def add(name: str, stage: int, *parts: tuple[int, int]) -> None:
-        costs.append(LayerCost(name, stage, sum(p for p, _ in parts), sum(m for _, m in parts)))
+    def add(name: str, stage: int, shape: str, *parts: tuple[int, int]) -> None:
+        costs.append(LayerCost(name, stage, sum(p for p, _ in parts), sum(m for _, m in parts), shape))
 
     side = _strided(arch.r, space.stem_stride)
-    add("stem", STEM, _conv(space.in_channels, w["stem"], 3, side))
+    add(
+        "stem",
+        STEM,
+        f"stem:in{arch.r}:{space.in_channels}>{w['stem']}:s{space.stem_stride}",
+        _conv(space.in_channels, w["stem"], 3, side),
+    )
     add(
         "first_block",
         STEM,
+        f"first_block:in{side}:{w['stem']}>{w['first_block']}",
         _conv(w["stem"], w["stem"], 3, side, groups=w["stem"]),
         _conv(w["stem"], w["first_block"], 1, side),
     )
@@ -67,12 +78,31 @@ def layer_costs(space: MBV3Space, arch: ArchConfig) -> list[LayerCost]:
             hidden = spec["se_hidden"]
             parts += [_conv(mid, hidden, 1, 1, bias=True, bn=False), _conv(hidden, mid, 1, 1, bias=True, bn=False)]
         parts.append(_conv(mid, cout, 1, out_side))
-        add(f"block{i}", stage, *parts)
+        shape = (
+            f"mbconv:in{side}:{cin}>{mid}>{cout}:k{spec['kernel_size']}:s{spec['stride']}"
+            f":{spec['activation']}:se{spec['se_hidden'] or 0}"
+        )
+        add(f"block{i}", stage, shape, *parts)
         side = out_side
 
-    add("final_expand", HEAD, _conv(w["stages"][-1], w["final_expand"], 1, side))
-    add("feature_mix", HEAD, _conv(w["final_expand"], w["feature_mix"], 1, 1, bn=False))
-    add("classifier", HEAD, _conv(w["feature_mix"], space.num_classes, 1, 1, bias=True, bn=False))
+    add(
+        "final_expand",
+        HEAD,
+        f"final_expand:in{side}:{w['stages'][-1]}>{w['final_expand']}",
+        _conv(w["stages"][-1], w["final_expand"], 1, side),
+    )
+    add(
+        "feature_mix",
+        HEAD,
+        f"feature_mix:{w['final_expand']}>{w['feature_mix']}",
+        _conv(w["final_expand"], w["feature_mix"], 1, 1, bn=False),
+    )
+    add(
+        "classifier",
+        HEAD,
+        f"classifier:{w['feature_mix']}>{space.num_classes}",
+        _conv(w["feature_mix"], space.num_classes, 1, 1, bias=True, bn=False),
+    )
     return costs
 
 
