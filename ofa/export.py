@@ -42,7 +42,9 @@ SUBNET_FORMAT = 1
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporters log progress and deprecation notes on every call; keep the console clean."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
+    loggers = [
+        logging.getLogger(name) for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "onnx_ir")
+    ]
     levels = [lg.level for lg in loggers]
     try:
         for lg in loggers:
