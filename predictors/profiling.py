@@ -236,7 +236,9 @@ def _run_groups(
                 try:
                     for item in group:
                         runners[item.key] = backend.prepare(item.model, item.input_shape, item.key)
-                    measured = measure_runners(backend, {**runners, reference.key: ref_runner}, plan, sampler)
+                    measured = measure_runners(
+                        backend, {**runners, reference.key: ref_runner}, plan, sampler, no_power=(reference.key,)
+                    )
                 finally:
                     for runner in runners.values():
                         runner.close()

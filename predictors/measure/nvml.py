@@ -101,16 +101,9 @@ class NvmlSampler:
         return n, self.clock() - start
 
     def measure(self, runner: Runner) -> PowerReading:
-        if self.has_energy_counter:
-            before = self._energy_mj()
-            n, elapsed = self._run_window(runner)
-            energy = self._energy_mj() - before
-            if energy > 0:
-                return PowerReading(energy / elapsed / 1e3, energy / n, elapsed, n, "energy-counter")
-            # The counter did not advance (or wrapped): fall back to polling for this reading.
-        return self._measure_polling(runner)
-
-    def _measure_polling(self, runner: Runner) -> PowerReading:
+        """One window of back-to-back inferences. Power is polled throughout (cheap), so that a
+        counter that is missing or did not advance falls back on the same window."""
+        before = self._energy_mj() if self.has_energy_counter else None
         samples = [self._power_mw()]
         next_poll = self.clock() + self.poll_interval_s
 
@@ -121,6 +114,10 @@ class NvmlSampler:
                 next_poll = self.clock() + self.poll_interval_s
 
         n, elapsed = self._run_window(runner, tick)
+        if before is not None:
+            energy = self._energy_mj() - before
+            if energy > 0:
+                return PowerReading(energy / elapsed / 1e3, energy / n, elapsed, n, "energy-counter")
         samples.append(self._power_mw())
         power_w = statistics.fmean(samples) / 1e3
         return PowerReading(power_w, power_w * elapsed * 1e3 / n, elapsed, n, "power-polling")

@@ -8,6 +8,7 @@ times slower than FP32.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,15 +54,22 @@ class OnnxRuntimeCpuBackend(Backend):
                 x = next(self.batches, None)
                 return None if x is None else {INPUT_NAME: x}
 
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        quantize_static(
-            str(fp32_path),
-            str(tmp),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantizer warns per layer through the root logger
+        try:
+            quantize_static(
+                str(fp32_path),
+                str(tmp),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+        finally:
+            root.setLevel(level)
         shutil.move(tmp, path)
         return path
 

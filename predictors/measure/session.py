@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,8 +156,10 @@ def measure_runners(
     plan: TimingPlan,
     sampler: Any = None,
     progress: Callable[[int], None] | None = None,
+    no_power: Collection[str] = (),
 ) -> dict[str, Measurement]:
-    """Time prepared runners (and read their power with `sampler`, e.g. an `NvmlSampler`)."""
+    """Time prepared runners and read their power with `sampler` (e.g. an `NvmlSampler`),
+    except for the runners named in `no_power`."""
     timed = time_runners(runners, plan, progress)
     versions = dict(backend.versions())
     if sampler is not None:
@@ -165,7 +167,7 @@ def measure_runners(
     host, hardware = backend.host(), backend.hardware()
     out = {}
     for name, t in timed.items():
-        power = sampler.measure(runners[name]) if sampler is not None else None
+        power = sampler.measure(runners[name]) if sampler is not None and name not in no_power else None
         out[name] = Measurement(
             t.stats,
             t.iterations,
