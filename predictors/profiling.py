@@ -12,8 +12,10 @@ refused.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import statistics
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,11 +32,13 @@ from torch import nn
 from ofa.io import atomic_write_text
 from ofa.networks import MobileNetV3, OFAMobileNetV3, layer_costs
 from ofa.networks.costs import LayerCost, count_macs, count_params
+from ofa.networks.mobilenet_v3 import block_specs
 from ofa.space import ARCH_FIELDS, ArchConfig, MBV3Space
 from predictors.measure.backend import Backend
 from predictors.measure.profile import DeviceProfile
 from predictors.measure.runner import Runner
 from predictors.measure.session import Measurement, measure_runners
+from predictors.measure.torch_cpu import torch_threads
 from predictors.sampling import reference_arch, sample_spread
 
 STAT_COLUMNS = [
@@ -132,29 +136,35 @@ class _Pooled(nn.Sequential):
 
 def network_layers(net: MobileNetV3, batch_size: int) -> list[tuple[LayerCost, nn.Module, tuple[int, ...]]]:
     """The layers of a static sub-network as `layer_costs` lists them, each with a module that
-    computes it on its own and that module's input shape."""
+    computes it on its own and that module's input shape (worked out without running the net)."""
     space, arch = net.space, net.arch
-    modules: list[nn.Module] = [net.stem, net.first_block, *net.blocks, net.final_expand, net.feature_mix]
-    shapes: list[tuple[int, ...]] = []
-    hooks = [m.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape))) for m in modules]
-    try:
-        with torch.no_grad():
-            net.eval()(torch.zeros(batch_size, space.in_channels, arch.r, arch.r))
-    finally:
-        for h in hooks:
-            h.remove()
-    costs = layer_costs(space, arch)
-    feature_mix_out = (batch_size, space.widths["feature_mix"], 1, 1)
-    layer_modules = [
-        *modules[:-2],
+    w = space.widths
+
+    def strided(side: int, stride: int) -> int:
+        return (side - 1) // stride + 1
+
+    side = strided(arch.r, space.stem_stride)
+    shapes = [(batch_size, space.in_channels, arch.r, arch.r), (batch_size, w["stem"], side, side)]
+    for spec in block_specs(space, arch):
+        shapes.append((batch_size, spec["in_channels"], side, side))
+        side = strided(side, spec["stride"])
+    shapes += [
+        (batch_size, w["stages"][-1], side, side),
+        (batch_size, w["final_expand"], 1, 1),
+        (batch_size, w["feature_mix"], 1, 1),
+    ]
+    modules = [
+        net.stem,
+        net.first_block,
+        *net.blocks,
         _Pooled(net.final_expand),
         net.feature_mix,
         nn.Sequential(nn.Flatten(1), net.classifier),
     ]
-    layer_shapes = [*shapes, feature_mix_out]
-    if not len(costs) == len(layer_modules) == len(layer_shapes):
-        raise RuntimeError(f"layer_costs lists {len(costs)} layers but the network has {len(layer_modules)}")
-    return list(zip(costs, layer_modules, layer_shapes))
+    costs = layer_costs(space, arch)
+    if not len(costs) == len(modules) == len(shapes):
+        raise RuntimeError(f"layer_costs lists {len(costs)} layers but the network has {len(modules)}")
+    return list(zip(costs, modules, shapes))
 
 
 def covering_archs(space: MBV3Space) -> list[ArchConfig]:
@@ -218,7 +228,7 @@ def _run_groups(
     group_size = profile.noise.group_size
     first_group = max((int(r["group"]) for r in existing if r.get("group", "").isdigit()), default=-1) + 1
     baseline = next((float(r["ref_latency_ms"]) for r in existing if r.get("ref_latency_ms")), None)
-    run_id = datetime.now().strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+    run_id = datetime.now().strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
     written: list[dict[str, Any]] = []
     ref_runner = backend.prepare(reference.model, reference.input_shape, reference.key)
     columns_bar = (
@@ -273,6 +283,18 @@ def _reference_item(space: MBV3Space, supernet: OFAMobileNetV3, batch_size: int)
     return _Item(f"{space.fingerprint()}|{ref.key()}|b{batch_size}", supernet.extract_subnet(ref).eval(), shape, {})
 
 
+def _in_profile_threads(fn: Callable[..., ProfileReport]) -> Callable[..., ProfileReport]:
+    """Run the whole job (extraction, export, measurement) with the profile's torch threads."""
+
+    @functools.wraps(fn)
+    def wrapper(profile: DeviceProfile, *args: Any, **kwargs: Any) -> ProfileReport:
+        with torch_threads(profile.threads):
+            return fn(profile, *args, **kwargs)
+
+    return wrapper
+
+
+@_in_profile_threads
 def profile_subnets(
     profile: DeviceProfile,
     supernet: OFAMobileNetV3,
@@ -339,6 +361,7 @@ def profile_subnets(
     return ProfileReport(output, rows, len(unique) - len(todo), len(existing) + len(rows))
 
 
+@_in_profile_threads
 def profile_lut(
     profile: DeviceProfile,
     supernet: OFAMobileNetV3,
