@@ -45,7 +45,7 @@ def small_and_large(supernet):
 @pytest.mark.parametrize("backend_cls", [OnnxRuntimeCpuBackend, TorchCpuBackend], ids=["onnxruntime", "torch"])
 def test_cpu_backend_orders_smallest_before_largest(supernet, tmp_path, backend_cls):
     models = small_and_large(supernet)
-    with backend_cls(threads=1, workdir=tmp_path, onnx_exporter="torchscript") as backend:
+    with backend_cls(threads=1, workdir=tmp_path, onnx_exporter="torchscript", keep_exports=True) as backend:
         result = measure_models(backend, models, FAST)
     small, large = (result[k] for k in models)
     assert large.latency.median_ms > small.latency.median_ms
@@ -71,7 +71,7 @@ def test_onnxruntime_measures_an_onnx_file_and_int8(supernet, tmp_path):
     with OnnxRuntimeCpuBackend(threads=1, workdir=tmp_path / "w") as fp32:
         (m,) = measure_models(fp32, {"file": (path, (1, 1, arch.r, arch.r))}, plan).values()
     assert m.latency.n_rounds == 2 and m.iterations_per_round == 2
-    with OnnxRuntimeCpuBackend(precision="int8", threads=1, workdir=tmp_path / "w") as int8:
+    with OnnxRuntimeCpuBackend(precision="int8", threads=1, workdir=tmp_path / "w", keep_exports=True) as int8:
         (q,) = measure_models(int8, {"file": (path, (1, 1, arch.r, arch.r))}, plan).values()
     assert q.precision == "int8" and q.latency.median_ms > 0
     import onnx
@@ -79,6 +79,15 @@ def test_onnxruntime_measures_an_onnx_file_and_int8(supernet, tmp_path):
     (quantized,) = (tmp_path / "w").glob("*.int8.onnx")
     ops = {node.op_type for node in onnx.load(str(quantized)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert path.is_file()  # the caller's ONNX file is never removed
+
+
+def test_onnxruntime_removes_its_exports_once_loaded(supernet, tmp_path):
+    arch = supernet.space.smallest()
+    with OnnxRuntimeCpuBackend(threads=1, workdir=tmp_path, onnx_exporter="torchscript") as backend:
+        runner = backend.prepare(supernet.extract_subnet(arch), (1, 1, arch.r, arch.r), arch.key())
+        runner.run()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_backends_refuse_what_they_cannot_measure(supernet, tmp_path):

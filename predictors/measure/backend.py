@@ -3,7 +3,7 @@
 A backend lives for one measurement session (`with make_backend(...) as backend:`): it may
 change process-wide settings (torch threads, cuDNN autotuning) and restores them on exit.
 Intermediate files (ONNX exports, TensorRT engines) go to `workdir`, keyed by the caller's
-`key` so that a rerun reuses them.
+`key` so that a rerun reuses them; ONNX exports are removed once loaded unless `keep_exports`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Backend:
         gpu_index: int = 0,
         workdir: str | os.PathLike | None = None,
         onnx_exporter: str = "dynamo",
+        keep_exports: bool = False,
     ) -> None:
         if precision not in self.precisions:
             raise ValueError(
@@ -51,6 +52,9 @@ class Backend:
         self.gpu_index = int(gpu_index)
         self.workdir = Path(workdir) if workdir is not None else None
         self.onnx_exporter = onnx_exporter
+        # ONNX exports are intermediate (a few MB each, hundreds per profile): deleted once
+        # loaded unless kept, e.g. to measure the same sub-networks again.
+        self.keep_exports = keep_exports
 
     # --- to implement ----------------------------------------------------------------------
     def prepare(self, model: Model, input_shape: Sequence[int], key: str) -> Runner:

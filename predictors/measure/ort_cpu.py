@@ -85,10 +85,13 @@ class OnnxRuntimeCpuBackend(Backend):
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def prepare(self, model: Model, input_shape: Sequence[int], key: str) -> Runner:
-        path = self.onnx_file(model, input_shape, key)
-        if self.precision == "int8":
-            path = self.quantized(path, input_shape, key)
+        exported = isinstance(model, nn.Module)
+        fp32 = self.onnx_file(model, input_shape, key)
+        path = self.quantized(fp32, input_shape, key) if self.precision == "int8" else fp32
         session = self.session(path)
+        if not self.keep_exports:  # the session holds the graph now
+            for p in {path, fp32} if exported else {path} - {fp32}:
+                p.unlink(missing_ok=True)
         (inp,) = session.get_inputs()
         dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         x = np.random.default_rng(0).standard_normal(tuple(input_shape)).astype(dtype)

@@ -136,8 +136,7 @@ class DeviceProfile:
             threads=self.threads,
             gpu_index=self.gpu_index,
             workdir=workdir,
-            onnx_exporter=self.onnx_exporter,
-            **kwargs,
+            **{"onnx_exporter": self.onnx_exporter, **kwargs},
         )
 
     def make_sampler(self, **kwargs: Any) -> Any:

@@ -188,6 +188,8 @@ class TensorRTBackend(Backend):
             path.unlink()  # stale (another TensorRT build or GPU): rebuild below
         onnx_path = self.onnx_file(model, input_shape, key)
         data = build_engine(self.trt, self.logger, onnx_path.read_bytes(), self.workspace_mb)
+        if isinstance(model, nn.Module) and not self.keep_exports:
+            onnx_path.unlink(missing_ok=True)  # the engine is cached; the graph was only its source
         self.engines_built += 1
         atomic_write_bytes(path, data)
         atomic_write_json(path.with_suffix(".json"), self.engine_identity(key, input_shape))
