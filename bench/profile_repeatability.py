@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--profiles-dir", type=Path, default=HW_PROFILES_DIR)
+    parser.add_argument("--cache", type=Path, default=None, help="ONNX/engine cache (default: <out>/cache, removed)")
     parser.add_argument("--set", action="append", default=[], help="profile field override, e.g. timing.rounds=5")
     args = parser.parse_args()
 
@@ -79,13 +80,14 @@ def main() -> None:
             supernet,
             archs,
             out / f"run{run}.csv",
-            out / "cache",
+            args.cache or out / "cache",
             console,
             seed=args.seed + run,
             backend_kwargs={"keep_exports": True},
         )
         walls.append(time.perf_counter() - start)
-    shutil.rmtree(out / "cache", ignore_errors=True)
+    if args.cache is None:
+        shutil.rmtree(out / "cache", ignore_errors=True)
     summary = compare_runs(read(out / "run1.csv"), read(out / "run2.csv"))
     verdict = summary.kendall_tau >= TAU_BAR and summary.median_rel_diff <= REL_DIFF_BAR
     table = Table(title=f"{profile.name}: run 2 vs run 1, {summary.n} sub-networks")

@@ -68,6 +68,7 @@ CONTEXT_COLUMNS = [
     "precision",
     "batch_size",
     "threads",
+    "clock",
     "host",
     "hardware",
     "versions",

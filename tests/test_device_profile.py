@@ -62,6 +62,8 @@ def test_every_shipped_profile_is_valid_and_holds_no_measurement():
         ({"budgets": {"latency_ms": []}}, "budgets has no budget; give at least one of latency_ms, power_w"),
         ({"budgets": {"energy_mj": [5]}}, "budgets.power_w / energy_mj need power measurements"),
         ({"timing": [1, 2]}, "timing must be a mapping"),
+        ({"timing": {"clock": "tsc"}}, "timing.clock = 'tsc' is not allowed; allowed: wall, thread_cpu"),
+        ({"threads": 2}, "timing.clock = 'thread_cpu' times the CPU work of the calling thread; it needs"),
     ],
 )
 def test_bad_profile_fields_get_one_clear_line(overrides, message):

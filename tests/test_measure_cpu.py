@@ -99,6 +99,21 @@ def test_backends_refuse_what_they_cannot_measure(supernet, tmp_path):
         backend.prepare(tmp_path / "missing.onnx", (1, 1, 20, 20), "k")
 
 
+def test_thread_cpu_clock_counts_only_this_threads_work(tmp_path):
+    """A sleeping call takes wall time but no CPU time: what another job taking the core does."""
+    import time
+
+    from predictors.measure.runner import Runner
+
+    wall = Runner(lambda: time.sleep(0.01)).time_round(3)
+    cpu = Runner(lambda: time.sleep(0.01), clock="thread_cpu").time_round(3)
+    assert wall >= 10.0 and cpu < wall / 2
+    with pytest.raises(ValueError, match="clock = 'thread_cpu' times the CPU work of the calling thread"):
+        OnnxRuntimeCpuBackend(threads=2, clock="thread_cpu")
+    with OnnxRuntimeCpuBackend(threads=1, clock="thread_cpu", workdir=tmp_path) as backend:
+        assert backend.clock == "thread_cpu"
+
+
 def test_torch_cpu_backend_restores_the_thread_count():
     before = torch.get_num_threads()
     with TorchCpuBackend(threads=1):

@@ -40,13 +40,20 @@ class Backend:
         workdir: str | os.PathLike | None = None,
         onnx_exporter: str = "dynamo",
         keep_exports: bool = False,
+        clock: str = "wall",
     ) -> None:
         if precision not in self.precisions:
             raise ValueError(
                 f"precision = {precision!r} is not supported by backend {self.name}; "
                 f"allowed: {', '.join(self.precisions)}"
             )
+        if clock != "wall" and (self.uses_gpu or threads != 1):
+            raise ValueError(
+                f"clock = {clock!r} times the CPU work of the calling thread; it needs a CPU backend with "
+                f"threads = 1 (backend {self.name}, threads = {threads})"
+            )
         self.precision = precision
+        self.clock = clock
         self.batch_size = int(batch_size)
         self.threads = threads
         self.gpu_index = int(gpu_index)

@@ -96,7 +96,7 @@ class OnnxRuntimeCpuBackend(Backend):
         dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         x = np.random.default_rng(0).standard_normal(tuple(input_shape)).astype(dtype)
         feed = {inp.name: x}
-        return Runner(lambda: session.run(None, feed))
+        return Runner(lambda: session.run(None, feed), clock=self.clock)
 
     def versions(self) -> dict[str, str]:
         import onnx

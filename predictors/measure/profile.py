@@ -5,7 +5,8 @@ noise control, power sampler, GPU index), which supernet it profiles (`conf/supe
 the device's default budgets for `ofa-search`, and a free-text description of the hardware.
 Its folder also holds what `ofa-profile` measures there (`measurements.csv`, `lut.csv`).
 
-    timing:  warmup, warmup_s, rounds, iterations_per_round | min_round_ms (exactly one)
+    timing:  warmup, warmup_s, rounds, iterations_per_round | min_round_ms (exactly one),
+             clock (wall | thread_cpu: CPU time of the calling thread, CPU backends, 1 thread)
     noise:   cv_threshold, max_remeasure, group_size (sub-networks per interleaved group,
              each group also re-measures the reference sub-network), drift_warn
     power:   sampler (none | nvml), window_s (>= 1), poll_interval_s
@@ -40,6 +41,7 @@ BACKENDS: dict[str, tuple[str, ...]] = {
 GPU_BACKENDS = ("torch-cuda", "tensorrt")
 SAMPLERS = ("none", "nvml")
 EXPORTERS = ("dynamo", "torchscript")
+CLOCKS = ("wall", "thread_cpu")
 PRECISION_NOTES = {
     ("tensorrt", "int8"): "TensorRT int8 needs an explicitly quantised (Q/DQ) graph, which ofa-profile does not make",
     ("torch-cuda", "int8"): "torch has no int8 GPU path for these convolutions",
@@ -60,6 +62,7 @@ class TimingSettings:
     rounds: int = 7
     iterations_per_round: int | None = None
     min_round_ms: float | None = 50.0
+    clock: str = "wall"
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ class DeviceProfile:
             threads=self.threads,
             gpu_index=self.gpu_index,
             workdir=workdir,
-            **{"onnx_exporter": self.onnx_exporter, **kwargs},
+            **{"onnx_exporter": self.onnx_exporter, "clock": self.timing.clock, **kwargs},
         )
 
     def make_sampler(self, **kwargs: Any) -> Any:
@@ -253,12 +256,20 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> DeviceProfile:
         rounds=timing_s.integer("rounds", 7, minimum=1),
         iterations_per_round=timing_s.integer("iterations_per_round", None, minimum=1, nullable=True),
         min_round_ms=timing_s.number("min_round_ms", 50.0, minimum=0.0, nullable=True, exclusive=True),
+        clock=timing_s.choice("clock", CLOCKS, default="wall"),
     )
     if (timing.iterations_per_round is None) == (timing.min_round_ms is None):
         raise fail(
             "timing needs exactly one of iterations_per_round (a fixed count) and min_round_ms "
             f"(a minimum measured time per round); got iterations_per_round = {timing.iterations_per_round}, "
             f"min_round_ms = {timing.min_round_ms}"
+        )
+
+    threads = top.integer("threads", None, minimum=1, nullable=True)
+    if timing.clock == "thread_cpu" and (backend in GPU_BACKENDS or threads != 1):
+        raise fail(
+            f"timing.clock = 'thread_cpu' times the CPU work of the calling thread; it needs a CPU backend and "
+            f"threads: 1 (backend {backend}, threads {threads}); use clock: wall"
         )
 
     noise_s = top.section("noise")
@@ -298,7 +309,7 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> DeviceProfile:
         backend=backend,
         precision=precision,
         batch_size=top.integer("batch_size", 1, minimum=1),
-        threads=top.integer("threads", None, minimum=1, nullable=True),
+        threads=threads,
         gpu_index=top.integer("gpu_index", 0, minimum=0),
         onnx_exporter=top.choice("onnx_exporter", EXPORTERS, default="dynamo"),
         timing=timing,

@@ -115,6 +115,7 @@ class Measurement:
     precision: str
     batch_size: int
     threads: int | None
+    clock: str
     host: str
     hardware: str
     versions: Mapping[str, str]
@@ -140,6 +141,7 @@ class Measurement:
             "precision": self.precision,
             "batch_size": self.batch_size,
             "threads": "" if self.threads is None else self.threads,
+            "clock": self.clock,
             "host": self.host,
             "hardware": self.hardware,
             "versions": format_versions(self.versions),
@@ -176,6 +178,7 @@ def measure_runners(
             backend.precision,
             backend.batch_size,
             backend.threads,
+            backend.clock,
             host,
             hardware,
             versions,

@@ -52,7 +52,7 @@ class TorchCpuBackend(Backend):
     def prepare(self, model: Model, input_shape: Sequence[int], key: str) -> Runner:
         module = copy.deepcopy(require_module(model, self.name)).cpu().eval()
         x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0))
-        return Runner(inference_call(module, x))
+        return Runner(inference_call(module, x), clock=self.clock)
 
     def versions(self) -> dict[str, str]:
         return versions_of("torch")
