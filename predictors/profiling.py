@@ -202,7 +202,7 @@ class ProfileReport:
 @dataclass(frozen=True)
 class _Item:
     key: str  # the backend's cache key and the resume key
-    model: nn.Module
+    build: Callable[[], nn.Module]  # extracted when its group comes (hundreds would not fit in memory)
     input_shape: tuple[int, ...]
     fields: dict[str, Any]  # arch or shape columns, macs, params
 
@@ -231,7 +231,7 @@ def _run_groups(
     baseline = next((float(r["ref_latency_ms"]) for r in existing if r.get("ref_latency_ms")), None)
     run_id = datetime.now().strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
     written: list[dict[str, Any]] = []
-    ref_runner = backend.prepare(reference.model, reference.input_shape, reference.key)
+    ref_runner = backend.prepare(reference.build(), reference.input_shape, reference.key)
     columns_bar = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -246,7 +246,7 @@ def _run_groups(
                 runners: dict[str, Runner] = {}
                 try:
                     for item in group:
-                        runners[item.key] = backend.prepare(item.model, item.input_shape, item.key)
+                        runners[item.key] = backend.prepare(item.build(), item.input_shape, item.key)
                     measured = measure_runners(
                         backend, {**runners, reference.key: ref_runner}, plan, sampler, no_power=(reference.key,)
                     )
@@ -281,7 +281,7 @@ def _row(item: _Item, m: Measurement, ref_ms: float, baseline: float, context: M
 def _reference_item(space: MBV3Space, supernet: OFAMobileNetV3, batch_size: int) -> _Item:
     ref = reference_arch(space)
     shape = (batch_size, space.in_channels, ref.r, ref.r)
-    return _Item(f"{space.fingerprint()}|{ref.key()}|b{batch_size}", supernet.extract_subnet(ref).eval(), shape, {})
+    return _Item(f"{space.fingerprint()}|{ref.key()}|b{batch_size}", lambda: supernet.extract_subnet(ref), shape, {})
 
 
 def _in_profile_threads(fn: Callable[..., ProfileReport]) -> Callable[..., ProfileReport]:
@@ -325,7 +325,7 @@ def profile_subnets(
     items = [
         _Item(
             f"{fingerprint}|{a.key()}|b{b}",
-            supernet.extract_subnet(a).eval(),
+            functools.partial(supernet.extract_subnet, a),
             (b, space.in_channels, a.r, a.r),
             {**a.to_csv_fields(), "macs": count_macs(space, a), "params": count_params(space, a)},
         )
@@ -391,7 +391,7 @@ def profile_lut(
         shape = todo[i]
         cost, module, input_shape = layers[shape]
         fields = {"shape": shape, "macs": cost.macs, "params": cost.params}
-        items.append(_Item(f"{fingerprint}|layer|{shape}|b{b}", module, input_shape, fields))
+        items.append(_Item(f"{fingerprint}|layer|{shape}|b{b}", lambda m=module: m, input_shape, fields))
     console.print(
         f"[bold]{profile.name}[/] lookup table: {len(layers)} layer shapes of {space.name} ({fingerprint}): "
         f"{len(layers) - len(todo)} already in {output}, {len(todo)} to measure"
