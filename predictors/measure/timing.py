@@ -49,6 +49,38 @@ def quantiles(values: Sequence[float], probs: Sequence[float]) -> list[float]:
     return out
 
 
+def interleaved_timed_rounds(
+    timers: Mapping[str, Callable[[], float]],
+    rounds: int,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, list[float]]:
+    """Call each candidate's round timer `rounds` times, rounds interleaved across candidates
+    (the order rotates each round so no candidate always runs first). A timer runs one round
+    and returns its value in ms (e.g. the median call time, or CUDA-event time per call)."""
+    if rounds < 1:
+        raise ValueError(f"rounds = {rounds} must be at least 1")
+    names = list(timers)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            results[name].append(float(timers[name]()))
+        if progress is not None:
+            progress(r + 1)
+    return results
+
+
+def median_call_ms(fn: Callable[[], object], calls: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median time (ms) of `calls` calls of `fn` on `clock` (wall clock by default; `time.thread_time`
+    counts only the CPU time of the calling thread, immune to other processes taking the core)."""
+    times = []
+    for _ in range(calls):
+        start = clock()
+        fn()
+        times.append((clock() - start) * 1e3)
+    return statistics.median(times)
+
+
 def interleaved_rounds(
     candidates: Mapping[str, Callable[[], object]],
     rounds: int = 7,
@@ -59,24 +91,11 @@ def interleaved_rounds(
     """Per-round median call time (ms) of each candidate, rounds interleaved across candidates."""
     if rounds < 1 or calls_per_round < 1:
         raise ValueError(f"rounds = {rounds} and calls_per_round = {calls_per_round} must be at least 1")
-    names = list(candidates)
-    for name in names:
+    for fn in candidates.values():
         for _ in range(warmup_calls):
-            candidates[name]()
-    results: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn = candidates[name]
-            times = []
-            for _ in range(calls_per_round):
-                start = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - start) * 1e3)
-            results[name].append(statistics.median(times))
-        if progress is not None:
-            progress(r + 1)
-    return results
+            fn()
+    timers = {name: (lambda fn=fn: median_call_ms(fn, calls_per_round)) for name, fn in candidates.items()}
+    return interleaved_timed_rounds(timers, rounds, progress)
 
 
 def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> list[float]:

@@ -1,13 +1,64 @@
-"""Latency of static torch modules on this CPU (eval mode, inference mode, batch of zeros)."""
+"""Latency of static torch modules on this CPU (eval mode, inference mode).
+
+`TorchCpuBackend` is the `torch-cpu` backend of device profiles; `measure_torch_cpu` is the
+quick helper the main job uses to time a few modules side by side.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import copy
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from predictors.measure.backend import Backend, Model, require_module, versions_of
+from predictors.measure.runner import Runner
 from predictors.measure.timing import TimingStats, interleaved_rounds
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with `threads` intra-op threads (None: unchanged), restored afterwards. On a shared
+    2-core machine, 2 threads while another job holds a core are 20-50x slower than 1."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def inference_call(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return run
+
+
+class TorchCpuBackend(Backend):
+    name = "torch-cpu"
+    precisions = ("fp32",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._threads_before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(int(self.threads))  # process-wide: restored by close()
+
+    def prepare(self, model: Model, input_shape: Sequence[int], key: str) -> Runner:
+        module = copy.deepcopy(require_module(model, self.name)).cpu().eval()
+        x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0))
+        return Runner(inference_call(module, x), clock=self.clock)
+
+    def versions(self) -> dict[str, str]:
+        return versions_of("torch")
+
+    def close(self) -> None:
+        torch.set_num_threads(self._threads_before)
 
 
 def measure_torch_cpu(
@@ -17,18 +68,10 @@ def measure_torch_cpu(
     warmup_calls: int = 3,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, TimingStats]:
-    """Time each model on its own input shape, rounds interleaved across models."""
-
-    def runner(model: nn.Module, shape: Sequence[int]) -> Callable[[], None]:
+    """Time each model on its own input shape (a batch of zeros), rounds interleaved across models."""
+    calls = {}
+    for name, (model, shape) in models.items():
         model.eval()
-        x = torch.zeros(*shape)
-
-        def run() -> None:
-            with torch.inference_mode():
-                model(x)
-
-        return run
-
-    calls = {name: runner(model, shape) for name, (model, shape) in models.items()}
+        calls[name] = inference_call(model, torch.zeros(*shape))
     per_round = interleaved_rounds(calls, rounds, calls_per_round, warmup_calls, progress)
     return {name: TimingStats.from_rounds(values) for name, values in per_round.items()}

@@ -1,0 +1,120 @@
+"""Test-retest of a device profile: the same sub-networks profiled twice, then compared.
+
+Runs two complete, independent `ofa-profile` measurements (each with its own warm-up,
+interleaved groups and reference, the second in another order) of the same N sub-networks
+spread over the MACs range, and prints Kendall tau between the two runs and the relative
+differences. The issue's bar on `cpu-ort`: tau >= 0.9 and median relative difference <= 5%.
+The tau is the ceiling any latency predictor can reach on this device.
+
+    .venv/bin/python bench/profile_repeatability.py [--device cpu-ort] [--n 30] [--seed 0]
+        [--out runs/repeatability/<time>] [--set timing.rounds=5 ...]
+
+The two tables and `summary.json` are written to --out (not to the profile's folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from rich.table import Table
+
+from ofa.cli import REPO_ROOT, make_console
+from ofa.io import atomic_write_json
+from predictors.measure.profile import HW_PROFILES_DIR, load_profile
+from predictors.profiling import build_supernet, profile_subnets
+from predictors.repeatability import compare_runs
+from predictors.sampling import sample_spread
+
+TAU_BAR, REL_DIFF_BAR = 0.9, 0.05
+
+
+def parse_sets(items: list[str]) -> dict:
+    """`section.field=value` pairs (values parsed as YAML) into a nested dict."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected section.field=value")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def read(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu-ort")
+    parser.add_argument("--n", type=int, default=30, help="sub-networks (smallest and largest included)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--profiles-dir", type=Path, default=HW_PROFILES_DIR)
+    parser.add_argument("--cache", type=Path, default=None, help="ONNX/engine cache (default: <out>/cache, removed)")
+    parser.add_argument("--set", action="append", default=[], help="profile field override, e.g. timing.rounds=5")
+    args = parser.parse_args()
+
+    console = make_console()
+    out = args.out or REPO_ROOT / "runs" / "repeatability" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    profile = load_profile(args.device, root=args.profiles_dir, overrides=parse_sets(args.set))
+    supernet = build_supernet(profile.supernet, args.seed)
+    archs = sample_spread(supernet.space, args.n, args.seed)
+    console.print(f"test-retest on [bold]{profile.name}[/]: {len(archs)} sub-networks, two runs")
+    walls = []
+    for run in (1, 2):
+        start = time.perf_counter()
+        # The second run reuses the first's ONNX exports (kept in out/cache): only measurement repeats.
+        profile_subnets(
+            profile,
+            supernet,
+            archs,
+            out / f"run{run}.csv",
+            args.cache or out / "cache",
+            console,
+            seed=args.seed + run,
+            backend_kwargs={"keep_exports": True},
+        )
+        walls.append(time.perf_counter() - start)
+    if args.cache is None:
+        shutil.rmtree(out / "cache", ignore_errors=True)
+    summary = compare_runs(read(out / "run1.csv"), read(out / "run2.csv"))
+    verdict = summary.kendall_tau >= TAU_BAR and summary.median_rel_diff <= REL_DIFF_BAR
+    table = Table(title=f"{profile.name}: run 2 vs run 1, {summary.n} sub-networks")
+    for col in ("Kendall tau", "median |rel diff|", "p90 |rel diff|", "max |rel diff|", "median run2/run1", "bar met"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        f"{summary.kendall_tau:.3f}",
+        f"{summary.median_rel_diff:.2%}",
+        f"{summary.p90_rel_diff:.2%}",
+        f"{summary.max_rel_diff:.2%}",
+        f"{summary.ratio_median:.3f}",
+        f"{'yes' if verdict else 'no'} (tau >= {TAU_BAR}, median <= {REL_DIFF_BAR:.0%})",
+    )
+    console.print(table)
+    result = {
+        "device": profile.name,
+        "backend": profile.backend,
+        "precision": profile.precision,
+        "n_subnets": args.n,
+        "seed": args.seed,
+        **summary.to_dict(),
+        "bar_met": verdict,
+        "wall_s": [round(w, 1) for w in walls],
+    }
+    atomic_write_json(out / "summary.json", result)
+    console.print(f"written: {out / 'run1.csv'}, {out / 'run2.csv'}, {out / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()

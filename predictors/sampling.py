@@ -1,0 +1,85 @@
+"""Which sub-networks to measure: spread over the MACs range, smallest and largest included.
+
+Uniformly random archs crowd the middle of the MACs range (on the MNIST space: 21-94 MMACs
+out of 16-143), so a predictor fitted on them extrapolates at both ends. Instead a pool is
+drawn with a per-arch bias towards small or large choices, and the archs nearest to evenly
+spaced MACs targets are kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ofa.networks.costs import count_macs
+from ofa.space import ArchConfig, MBV3Space
+
+
+def _biased_choice(rng: np.random.Generator, choices: tuple[int, ...], tilt: float, size: int) -> list[int]:
+    """Choices drawn with weights exp(tilt * centred rank): tilt < 0 favours small ones."""
+    ranks = np.arange(len(choices)) - (len(choices) - 1) / 2
+    weights = np.exp(tilt * ranks)
+    idx = rng.choice(len(choices), size=size, p=weights / weights.sum())
+    return [choices[i] for i in idx]
+
+
+def biased_sample(space: MBV3Space, rng: np.random.Generator, strength: float = 6.0) -> ArchConfig:
+    """A random arch whose choices all lean one way, by a tilt drawn uniformly in [-strength/2, strength/2]."""
+    tilt = (rng.random() - 0.5) * strength
+    return ArchConfig(
+        ks=_biased_choice(rng, space.kernel_sizes, tilt, space.n_slots),
+        e=_biased_choice(rng, space.expand_ratios, tilt, space.n_slots),
+        d=_biased_choice(rng, space.depths, tilt, space.n_stages),
+        r=_biased_choice(rng, space.resolutions, tilt, 1)[0],
+    )
+
+
+def sample_spread(space: MBV3Space, n: int, seed: int = 0, pool_factor: int = 20) -> list[ArchConfig]:
+    """`n` distinct archs spread evenly over the MACs range: the smallest, the largest, and the
+    pool archs nearest to `n - 2` evenly spaced MACs targets between them. Deterministic in
+    `seed`; returned in increasing MACs."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n_subnets = {n!r} must be an integer >= 2 (the smallest and the largest are always in)")
+    total = space.count_subnets()
+    if n > total:
+        raise ValueError(f"n_subnets = {n} is more than the {total} sub-networks of this space")
+    rng = np.random.default_rng(seed)
+    smallest, largest = space.smallest(), space.largest()
+    lo, hi = count_macs(space, smallest), count_macs(space, largest)
+    pool: dict[ArchConfig, int] = {}
+    for _ in range(pool_factor * n + 200):
+        arch = biased_sample(space, rng)
+        if arch not in pool and arch not in (smallest, largest):
+            pool[arch] = count_macs(space, arch)
+    chosen = [smallest, largest]
+    candidates = sorted(pool.items(), key=lambda item: item[1])
+    macs = np.array([m for _, m in candidates], dtype=float)
+    used = np.zeros(len(candidates), dtype=bool)
+    for target in np.linspace(lo, hi, n)[1:-1]:
+        order = np.argsort(np.abs(macs - target), kind="stable")
+        pick = next((int(i) for i in order if not used[i]), None)
+        if pick is None:
+            break
+        used[pick] = True
+        chosen.append(candidates[pick][0])
+    if len(chosen) < n:
+        raise ValueError(f"could only find {len(chosen)} distinct sub-networks; ask for fewer than {n}")
+    return sorted(chosen, key=lambda a: count_macs(space, a))
+
+
+def reference_arch(space: MBV3Space) -> ArchConfig:
+    """The middle sub-network (median choice everywhere): re-measured in every group to
+    detect drift of the machine's speed over a long run."""
+
+    def mid(values: tuple[int, ...]) -> int:
+        return values[(len(values) - 1) // 2]
+
+    return space.uniform(mid(space.kernel_sizes), mid(space.expand_ratios), mid(space.depths), mid(space.resolutions))
+
+
+def macs_coverage(space: MBV3Space, archs: list[ArchConfig], bins: int = 10) -> float:
+    """Share of `bins` equal-width MACs bins (smallest..largest) holding at least one arch."""
+    lo, hi = count_macs(space, space.smallest()), count_macs(space, space.largest())
+    hit = {min(bins - 1, math.floor((count_macs(space, a) - lo) / (hi - lo) * bins)) for a in archs}
+    return len(hit) / bins
