@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from ofa.networks import OFAMobileNetV3
+
+# One torch thread in tests (and in the commands they start): with two threads, a second job
+# on a 2-core machine makes torch's spinning workers run 5-10x slower; one thread is steady.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -11,18 +11,9 @@ import torch
 from ofa.export import export_onnx, load_subnet, read_arch_json, save_subnet
 from ofa.networks import MobileNetV3
 from ofa.space import SPACES
-from predictors.measure.torch_cpu import torch_threads
 from tests.conftest import calibrate_bn_, images, make_supernet
 
 MNIST = SPACES["ofa_mbv3_mnist"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: on this shared 2-core machine two threads run 20-50x slower whenever
-    another job holds a core (no result here depends on the thread count)."""
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -23,21 +23,12 @@ from predictors.measure.optional import MissingPackageError
 from predictors.measure.runner import Runner
 from predictors.measure.session import TimingPlan, measure_models
 from predictors.measure.tensorrt import TensorRTBackend
-from predictors.measure.torch_cpu import torch_threads
 from predictors.measure.torch_cuda import TorchCudaBackend
 from tests.conftest import REPO_ROOT, calibrate_bn_, images, make_supernet
 from tests.fakes import FakeClock, FakeEvent, FakeStream, fake_cuda, fake_pynvml, fake_tensorrt
 
 STEP = 1 / 512  # seconds per fake inference: a binary fraction, so fake-clock sums are exact
 FAST = TimingPlan(warmup=2, rounds=4, min_round_ms=10, iterations_per_round=None, max_remeasure=1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: on this shared 2-core machine two threads run 20-50x slower whenever
-    another job holds a core (no result here depends on the thread count)."""
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")

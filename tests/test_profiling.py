@@ -22,7 +22,6 @@ from ofa.cli import CONF_DIR
 from ofa.networks import OFAMobileNetV3, count_macs, count_params, layer_costs
 from ofa.space import SPACES, ArchConfig
 from predictors.measure.profile import load_profile
-from predictors.measure.torch_cpu import torch_threads
 from predictors.profiling import (
     LUT_COLUMNS,
     MEASUREMENT_COLUMNS,
@@ -54,14 +53,6 @@ TINY_PROFILE = {
 
 def quiet() -> Console:
     return Console(file=io.StringIO(), width=120)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: on this shared 2-core machine two threads run 20-50x slower whenever
-    another job holds a core (no result here depends on the thread count)."""
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture

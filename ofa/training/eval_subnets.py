@@ -25,7 +25,7 @@ from ofa.io import atomic_write_csv
 from ofa.networks import OFAMobileNetV3
 from ofa.space import ArchConfig, MBV3Space
 
-COLUMNS = ("ks", "e", "d", "r", "acc", "macs", "params", "space_fingerprint")
+COLUMNS = ("ks", "e", "d", "r", "acc", "macs", "params", "fingerprint")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -60,9 +60,9 @@ def read_rows(path: Path, space: MBV3Space) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        if row.get("space_fingerprint") != space.fingerprint():
+        if row.get("fingerprint") != space.fingerprint():
             raise ValueError(
-                f"{path} holds rows of space {row.get('space_fingerprint')}, not {space.fingerprint()}; "
+                f"{path} holds rows of space {row.get('fingerprint')}, not {space.fingerprint()}; "
                 "choose another output=<csv>"
             )
     return rows
@@ -93,7 +93,7 @@ def evaluate_subnets(
                 "acc": round(correct / total, 6),
                 "macs": supernet.count_macs(arch),
                 "params": supernet.count_params(arch),
-                "space_fingerprint": space.fingerprint(),
+                "fingerprint": space.fingerprint(),
             }
             rows.append(row)
             atomic_write_csv(output, rows, COLUMNS)

@@ -1,0 +1,81 @@
+"""Cached pipeline stages: a stage reruns only when what it depends on changed.
+
+Each stage works in `<run_dir>/<stage>/` and records `stage.json` there: a digest of its own
+config and of the digests of the stages it reads, whether it completed, and a summary. A
+stage whose digest matches a completed record is skipped; one that was interrupted runs again
+in its folder (the commands it wraps resume); one whose digest changed starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ofa.io import atomic_write_json
+
+MARKER = "stage.json"
+
+
+def digest_of(config: Any, upstream: Sequence[str] = ()) -> str:
+    text = json.dumps({"config": config, "upstream": list(upstream)}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Stage:
+    name: str
+    config: Mapping[str, Any]  # everything the stage's result depends on, besides its inputs
+    run: Callable[[Path], dict[str, Any]]  # does the work in the given folder, returns a summary
+    needs: Sequence[str] = ()  # stages whose outputs it reads
+
+
+@dataclass
+class StageRunner:
+    run_dir: Path
+    console: Console
+    digests: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def folder(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def run(self, stage: Stage) -> dict[str, Any]:
+        missing = [n for n in stage.needs if n not in self.digests]
+        if missing:
+            raise RuntimeError(f"stage {stage.name} needs {', '.join(missing)} to run first")
+        digest = digest_of(stage.config, [self.digests[n] for n in stage.needs])
+        folder = self.folder(stage.name)
+        marker = folder / MARKER
+        record = json.loads(marker.read_text()) if marker.is_file() else None
+        if record and record.get("digest") == digest and record.get("complete"):
+            self.console.print(f"[dim]stage {stage.name}: current ({digest}), skipped[/]")
+            self.digests[stage.name] = digest
+            self.timings[stage.name] = 0.0
+            return record["summary"]
+        if record and record.get("digest") != digest:
+            self.console.print(f"stage {stage.name}: inputs changed, rerunning from scratch")
+            shutil.rmtree(folder)
+        elif record:
+            self.console.print(f"stage {stage.name}: resuming an interrupted run")
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(marker, {"digest": digest, "complete": False, "config": stage.config})
+        self.console.rule(f"stage {stage.name}")
+        start = time.perf_counter()
+        summary = stage.run(folder)
+        seconds = time.perf_counter() - start
+        atomic_write_json(
+            marker,
+            {"digest": digest, "complete": True, "config": stage.config, "seconds": round(seconds, 1),
+             "summary": summary},
+        )  # fmt: skip
+        self.digests[stage.name] = digest
+        self.timings[stage.name] = seconds
+        return summary
