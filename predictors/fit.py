@@ -10,6 +10,7 @@ go to the test side. With one row per config that is `permutation(n)[:n_test]`.
 
 from __future__ import annotations
 
+import itertools
 import platform
 import time
 from collections.abc import Mapping, Sequence
@@ -45,10 +46,11 @@ class Candidate:
     kind: str
     config: Mapping[str, Any]
     transform: str
+    label: str = ""  # the grid values that tell it apart from its siblings
 
     @property
     def name(self) -> str:
-        return self.kind + ("-log" if self.transform == "log" else "")
+        return "-".join(p for p in (self.kind, self.label, "log" if self.transform == "log" else "") if p)
 
 
 @dataclass
@@ -103,10 +105,14 @@ def make_candidates(
     transform: str,
     model_configs: Mapping[str, Mapping[str, Any]],
     have_lut: bool,
+    grid: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
 ) -> list[Candidate]:
-    """The candidates CV chooses between. `transform=auto`: with positive targets ridge is
-    tried on the raw and the log target (costs add up per layer, so raw suits a linear model;
-    ratios suit the others), trees and MLP use the log target; the LUT is always raw."""
+    """The candidates CV chooses between: each kind with its `model_configs` entry, once per
+    combination of the values listed in `grid[kind]`, and per target transform.
+    `transform=auto`: with positive targets ridge is tried on the raw and the log target
+    (costs add up per layer, so raw suits a linear model); the trees, which start from a ridge
+    fit, take the raw target; the MLP the log target (positive predictions, relative errors);
+    the LUT is always raw."""
     if transform not in ("auto", *TRANSFORMS):
         raise ValueError(f"transform = {transform!r} is not allowed; allowed: auto, {', '.join(TRANSFORMS)}")
     positive = bool(np.all(y > 0))
@@ -117,8 +123,7 @@ def make_candidates(
     if "lut" in kinds and not have_lut:
         raise ValueError("model = 'lut' needs a lookup table: pass lut=<lut.csv>")
     out = []
-    for kind in kinds:
-        config = dict(model_configs.get(kind, {}))
+    for kind in dict.fromkeys(kinds):
         if kind == "lut":
             options = ["none"]
         elif transform != "auto":
@@ -126,8 +131,12 @@ def make_candidates(
         elif not positive:
             options = ["none"]
         else:
-            options = ["none", "log"] if kind == "ridge" else ["log"]
-        out += [Candidate(kind, config, t) for t in options]
+            options = {"ridge": ["none", "log"], "gbt": ["none"]}.get(kind, ["log"])
+        axes = {k: list(v) for k, v in (grid or {}).get(kind, {}).items()}
+        for values in itertools.product(*axes.values()):
+            config = {**model_configs.get(kind, {}), **dict(zip(axes, values))}
+            label = "-".join(str(v) for v in values)
+            out += [Candidate(kind, config, t, label) for t in options]
     return out
 
 
@@ -162,7 +171,9 @@ def group_folds(keys: Sequence[str], n_folds: int, seed: int) -> list[np.ndarray
         groups.setdefault(k, []).append(i)
     members = list(groups.values())
     if n_folds < 2 or n_folds > len(members):
-        raise ValueError(f"cv_folds = {n_folds} is not allowed with {len(members)} distinct configs; use 2..{len(members)}")
+        raise ValueError(
+            f"cv_folds = {n_folds} is not allowed with {len(members)} distinct configs; use 2..{len(members)}"
+        )
     folds: list[list[int]] = [[] for _ in range(n_folds)]
     for j, g in enumerate(np.random.default_rng(seed).permutation(len(members))):
         folds[j % n_folds] += members[g]
@@ -220,6 +231,7 @@ def fit_predictor(
     cv_folds: int = 5,
     seed: int = 0,
     model_configs: Mapping[str, Mapping[str, Any]] | None = None,
+    grid: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
     plot: bool = True,
     console: Console | None = None,
 ) -> FitResult:
@@ -241,7 +253,7 @@ def fit_predictor(
         test_arrays, y_test = data.take(test_rows)
         train_keys = [keys[i] for i in train_rows]
         split = {"split_seed": split_seed, "test_fraction": test_fraction}
-    candidates = make_candidates(kinds, data.y, transform, model_configs or {}, lut_table is not None)
+    candidates = make_candidates(kinds, data.y, transform, model_configs or {}, lut_table is not None, grid)
     console.print(
         f"[bold]{target}[/] of {data.path} ({len(data)} rows, space {space.name}): "
         f"{len(y_train)} training, {len(y_test)} held-out rows; candidates: {', '.join(c.name for c in candidates)}"
@@ -276,7 +288,9 @@ def fit_predictor(
         fit_seconds = time.perf_counter() - start
     held_out = regression_metrics(y_test, predictor.predict_arrays(test_arrays))
     baseline = Predictor(space, target, build_model(BASELINE["kind"], BASELINE["config"]), BASELINE["transform"])
-    baseline_metrics = regression_metrics(y_test, baseline.fit_arrays(train_arrays, y_train).predict_arrays(test_arrays))
+    baseline_metrics = regression_metrics(
+        y_test, baseline.fit_arrays(train_arrays, y_train).predict_arrays(test_arrays)
+    )
 
     out = Path(out)
     metrics: dict[str, Any] = {
@@ -384,6 +398,7 @@ def fit_from_config(cfg: DictConfig, out: str | Path | None = None, console: Con
     if not out:
         raise ValueError("out is required: ofa-fit table=<csv> target=<column> out=<dir>")
     models = OmegaConf.to_container(cfg.models, resolve=True) if cfg.get("models") else {}
+    grid = OmegaConf.to_container(cfg.grid, resolve=True) if cfg.get("grid") else {}
     return fit_predictor(
         table=cfg.table,
         target=str(cfg.target),
@@ -398,6 +413,7 @@ def fit_from_config(cfg: DictConfig, out: str | Path | None = None, console: Con
         cv_folds=int(cfg.cv_folds),
         seed=int(cfg.seed),
         model_configs=models,
+        grid=grid,
         console=console,
     )
 
@@ -409,4 +425,3 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -102,7 +102,9 @@ def calibration_plot(
     ax.set_xlabel(f"measured {label}")
     ax.set_ylabel(f"predicted {label}")
     m = regression_metrics(y_true, y_pred)
-    ax.set_title(f"{title}\ntau {m['kendall_tau']:.3f}, within 10% {m['within_10pct']:.3f}, n {len(y_true)}", fontsize=9)
+    ax.set_title(
+        f"{title}\ntau {m['kendall_tau']:.3f}, within 10% {m['within_10pct']:.3f}, n {len(y_true)}", fontsize=9
+    )
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

@@ -78,7 +78,9 @@ class Predictor:
         return self.model.kind
 
     def fit_arrays(self, arrays: ArchArrays, y: np.ndarray, seed: int = 0) -> Predictor:
-        self.model.fit(self.model.features(arrays, self.space), forward_transform(np.asarray(y, float), self.transform), seed)
+        self.model.fit(
+            self.model.features(arrays, self.space), forward_transform(np.asarray(y, float), self.transform), seed
+        )
         return self
 
     def predict_arrays(self, arrays: ArchArrays) -> np.ndarray:
@@ -139,7 +141,9 @@ def load_predictor(path: str | Path, space: MBV3Space) -> Predictor:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{path} is not an ofa-hwnas predictor (no format {FORMAT!r})")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"predictor {path} has format version {doc.get('format_version')}; this code reads {FORMAT_VERSION}")
+        raise ValueError(
+            f"predictor {path} has format version {doc.get('format_version')}; this code reads {FORMAT_VERSION}"
+        )
     theirs, ours = doc.get("space_fingerprint"), space.fingerprint()
     if theirs != ours:
         raise ValueError(

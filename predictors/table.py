@@ -83,7 +83,9 @@ def read_table(path: str | Path, target: str, space: MBV3Space) -> Table:
         try:
             archs.append(space.parse({k: row[k] for k in ARCH_FIELDS}))
         except ValueError as exc:
-            raise ValueError(f"{path} line {line}: {exc} (space {space.name}; pick another with space=<name>)") from None
+            raise ValueError(
+                f"{path} line {line}: {exc} (space {space.name}; pick another with space=<name>)"
+            ) from None
         raw = row[target]
         try:
             value = float(raw)
