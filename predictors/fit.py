@@ -10,6 +10,7 @@ go to the test side. With one row per config that is `permutation(n)[:n_test]`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import platform
 import time
@@ -33,7 +34,7 @@ from predictors.features import FEATURE_VERSION, ArchArrays
 from predictors.metrics import METRIC_KEYS, calibration_plot, regression_metrics
 from predictors.models import MODELS, build_model
 from predictors.predictor import TRANSFORMS, Predictor, json_safe
-from predictors.table import Table, read_lut, read_table
+from predictors.table import read_lut, read_table
 
 MODEL_CHOICES = ("auto", *MODELS)
 BASELINE = {"kind": "ridge", "config": {"feature_set": "onehot", "alpha": 1.0, "robust": False}, "transform": "none"}
@@ -342,10 +343,8 @@ def _versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for pkg in ("numpy", "torch", "xgboost-cpu", "xgboost", "safetensors", "ofa-hwnas"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 

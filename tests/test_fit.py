@@ -59,7 +59,8 @@ def test_beats_the_onehot_ridge_baseline_on_gpu_latency(shared_data, tmp_path, c
     res = fit_predictor(table, column, tmp_path, space="ofa_mbv3_w10", model="ridge", transform="none", plot=False)
     m = res.metrics
     assert (m["n_train"], m["n_test"]) == (4000, 1000)
-    keys = [res.predictor.space.parse(r).key() for r in csv.DictReader(open(table, newline=""))]
+    with open(table, newline="") as f:
+        keys = [res.predictor.space.parse(r).key() for r in csv.DictReader(f)]
     train, test = group_split(keys, 0.2, 0)
     baseline = onehot_ridge_tau(table, column, train, test)
     assert m["baseline_onehot_ridge"]["kendall_tau"] == pytest.approx(baseline, abs=2e-3)
@@ -191,42 +192,44 @@ def test_cli_bad_input_is_one_line(tmp_path):
     bad_value = tmp_path / "bad_value.csv"
     fields = lines[3].split(",")
     bad_value.write_text("\n".join([*lines[:3], ",".join([*fields[:4], "n/a", *fields[5:]]), *lines[4:]]) + "\n")
-    out = f"out={tmp_path / 'o'}"
-    cases = {
-        (
-            f"table={tmp_path / 'missing.csv'}",
-            "target=macs",
-        ): f"error: FileNotFoundError: table {tmp_path / 'missing.csv'} does not exist",
-        (
-            f"table={good}",
-            "target=latency",
-        ): f"error: ValueError: target = 'latency' is not a target column of {good}; numeric columns: macs, params, mmacs",
-        (
-            f"table={bad_row}",
-            "target=macs",
-        ): f"error: ValueError: {bad_row} line 6: r = 30 is not allowed; allowed: 20, 24, 28 (space ofa_mbv3_mnist; pick another with space=<name>)",
-        (
-            f"table={bad_value}",
-            "target=macs",
-        ): f"error: ValueError: {bad_value} line 4: macs = 'n/a' is not a finite number",
-        (f"table={good}", "target=macs", "space=ofa_mbv3_w10"): None,  # mnist rows in the w10 space
-        (
-            f"table={good}",
-            "target=macs",
-            "model=forest",
-        ): "error: ValueError: model = 'forest' is not allowed; allowed: auto, lut, ridge, gbt, mlp",
-        (
-            f"table={good}",
-            "target=macs",
-            "model=lut",
-        ): "error: ValueError: model = 'lut' needs a lookup table: pass lut=<lut.csv>",
-    }
-    for args, expected in cases.items():
-        proc = run_cli(*args, out)
-        err = proc.stderr.strip().splitlines()
+    mnist_rule = "r = 30 is not allowed; allowed: 20, 24, 28 (space ofa_mbv3_mnist; pick another with space=<name>)"
+    # through the command line: exit status 2 and one line, no traceback
+    for args, expected in [
+        ([f"table={tmp_path / 'missing.csv'}", "target=macs"], f"table {tmp_path / 'missing.csv'} does not exist"),
+        ([f"table={bad_row}", "target=macs"], f"{bad_row} line 6: {mnist_rule}"),
+    ]:
+        proc = run_cli(*args, f"out={tmp_path / 'o'}")
         assert proc.returncode == 2, (args, proc.stderr)
-        assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in proc.stdout + proc.stderr
-        if expected is None:
-            assert "is not allowed; allowed: 128" in err[0] and "space ofa_mbv3_w10" in err[0]
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"error: {'FileNotFoundError' if 'missing' in args[0] else 'ValueError'}: {expected}"
+        ]
+    # the same library errors, in-process (each one line, naming the bad value and what is allowed)
+    for kwargs, expected in [
+        (
+            dict(table=good, target="latency"),
+            f"target = 'latency' is not a target column of {good}; numeric columns: macs, params, mmacs",
+        ),
+        (dict(table=bad_value, target="macs"), f"{bad_value} line 4: macs = 'n/a' is not a finite number"),
+        (
+            dict(table=good, target="macs", model="forest"),
+            "model = 'forest' is not allowed; allowed: auto, lut, ridge, gbt, mlp",
+        ),
+        (dict(table=good, target="macs", model="lut"), "model = 'lut' needs a lookup table: pass lut=<lut.csv>"),
+        (
+            dict(table=good, target="macs", test_fraction=1.5),
+            "test_fraction = 1.5 is not allowed; it must be between 0 and 1 (exclusive)",
+        ),
+        (dict(table=good, target="macs", space="ofa_mbv3_w10"), None),
+        (dict(table=good, target="macs", lut=tmp_path / "nolut.csv"), None),
+    ]:
+        with pytest.raises((ValueError, FileNotFoundError)) as err:
+            fit_predictor(out=tmp_path / "o", plot=False, **kwargs)
+        msg = str(err.value)
+        assert "\n" not in msg
+        if expected is not None:
+            assert msg == expected
+        elif "space" in kwargs:
+            assert f"{good} line 2: r = " in msg and "allowed: 128, 132" in msg and "space ofa_mbv3_w10" in msg
         else:
-            assert err[0] == expected
+            assert msg == f"lookup table {tmp_path / 'nolut.csv'} does not exist"
