@@ -97,8 +97,14 @@ def calibration_plot(
     if lo > 0:
         ax.fill_between(line, line * 0.9, line * 1.1, color="gray", alpha=0.2, label="+-10%")
     if log:
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers (5, 10, 20), not 2 x 10^1
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"measured {label}")
     ax.set_ylabel(f"predicted {label}")
     m = regression_metrics(y_true, y_pred)
