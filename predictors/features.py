@@ -119,8 +119,8 @@ def to_arrays(archs: Sequence[ArchConfig], space: MBV3Space) -> ArchArrays:
         e = np.array([a.e for a in archs], dtype=np.int64).reshape(n, slots)
         d = np.array([a.d for a in archs], dtype=np.int64).reshape(n, stages)
     except ValueError:
-        bad = next(i for i, a in enumerate(archs) if len(a.ks) != slots or len(a.d) != stages)
-        space.validate(archs[bad])  # raises the space's own message
+        for a in archs:  # some config has another number of slots or stages
+            space.validate(a)  # raises the space's own one-line message
         raise
     r = np.array([a.r for a in archs], dtype=np.int64).reshape(n)
     arrays = ArchArrays(ks, e, d, r)

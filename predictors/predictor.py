@@ -108,6 +108,8 @@ class Predictor:
             blob = save_tensors({k: np.ascontiguousarray(v) for k, v in arrays.items()})
             atomic_write_bytes(out_dir / TENSORS_NAME, blob)
             tensors = {"file": TENSORS_NAME, "sha256": hashlib.sha256(blob).hexdigest()}
+        else:
+            (out_dir / TENSORS_NAME).unlink(missing_ok=True)  # a previous predictor's arrays
         doc = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
