@@ -10,11 +10,21 @@ from typing import Any
 
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
+
+
+def _head_epochs(total: int, fraction: float) -> int:
+    """Epochs in the first `fraction` of `total` (at least 1, leaving at least 1)."""
+    return min(max(1, round(total * fraction)), total - 1)
+
+
+# Resolvers used by conf/ (e.g. the delayed-shrinking schedule splits its epochs by a fraction).
+OmegaConf.register_new_resolver("ofa_head_epochs", _head_epochs, replace=True)
+OmegaConf.register_new_resolver("ofa_tail_epochs", lambda t, f: t - _head_epochs(t, f), replace=True)
 
 
 class UserError(Exception):

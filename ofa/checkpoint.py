@@ -1,0 +1,61 @@
+"""The trained supernet as one self-describing safetensors file (no pickle).
+
+The header's metadata carries the space (so the file rebuilds its own network), the space
+fingerprint, and free-form JSON (schedule, final metrics). Loading against an expected space
+with another fingerprint is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, safe_open, save
+
+from ofa.io import atomic_write_bytes
+from ofa.networks import OFAMobileNetV3
+from ofa.space import MBV3Space
+
+FORMAT = "ofa-hwnas-supernet/1"
+
+
+def save_supernet(path: str | Path, supernet: OFAMobileNetV3, info: dict[str, Any] | None = None) -> Path:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in supernet.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "space": json.dumps(supernet.space.to_dict()),
+        "space_fingerprint": supernet.space.fingerprint(),
+        "dropout": str(supernet.dropout),
+        "info": json.dumps(info or {}),
+    }
+    return atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def read_supernet_metadata(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"supernet checkpoint {path} does not exist")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an ofa-hwnas supernet file (format {meta.get('format')!r}, expected {FORMAT})")
+    return {
+        "space": MBV3Space.from_dict(json.loads(meta["space"])),
+        "space_fingerprint": meta["space_fingerprint"],
+        "dropout": float(meta["dropout"]),
+        "info": json.loads(meta["info"]),
+    }
+
+
+def load_supernet(path: str | Path, space: MBV3Space | None = None) -> tuple[OFAMobileNetV3, dict[str, Any]]:
+    """The supernet stored at `path` and its metadata; refuses a file of another space than `space`."""
+    meta = read_supernet_metadata(path)
+    if space is not None and meta["space_fingerprint"] != space.fingerprint():
+        raise ValueError(
+            f"{path} holds a supernet of space {meta['space_fingerprint']}, "
+            f"expected {space.fingerprint()} ({space.name})"
+        )
+    supernet = OFAMobileNetV3(space=meta["space"], dropout=meta["dropout"])
+    supernet.load_state_dict(load_file(str(path)))
+    return supernet.eval(), meta

@@ -1,0 +1,156 @@
+"""Lightning data module over the named datasets: deterministic split, batch-level augmentation.
+
+Augmentation and normalisation run on whole batches after transfer (cheap tensor ops), with
+randomness drawn from a generator seeded by (seed, global step, rank): reproducible, and a
+resumed run sees the same augmentation as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from ofa.data.datasets import EMBEDDED, KNOWN, load_embedded, load_local
+from ofa.seeding import generator
+
+AUGMENT_STREAM = 1  # keeps augmentation randomness apart from the sub-network sampler's
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random translation by up to `shift` pixels (zero padding) and optional horizontal flip."""
+
+    shift: int = 0
+    hflip: bool = False
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if self.shift > 0:
+            s = self.shift
+            padded = F.pad(x, (s, s, s, s))
+            dx, dy = torch.randint(0, 2 * s + 1, (2, n), generator=generator)
+            # Gather one shifted window per image with index arithmetic (no Python loop).
+            rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * s)
+            x = padded.gather(2, rows)
+            cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
+            x = x.gather(3, cols)
+        if self.hflip:
+            flip = torch.rand(n, generator=generator) < 0.5
+            x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+        return x
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic split keeping class proportions: (train indices, val indices)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction = {val_fraction} is not allowed; it must lie strictly between 0 and 1")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = max(1, round(len(idx) * val_fraction))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+class ImageDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        name: str = "mnist5k",
+        root: str | None = None,
+        val_fraction: float = 0.2,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        mean: Sequence[float] = (0.1307,),
+        std: Sequence[float] = (0.3081,),
+        shift: int = 0,
+        hflip: bool = False,
+        seed: int = 0,
+        image_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if name not in KNOWN:
+            raise ValueError(f"dataset {name!r} is not allowed; allowed: {', '.join(KNOWN)}")
+        if name not in EMBEDDED and not root:
+            raise ValueError(f"dataset {name!r} reads a local copy: set data.root=<path>")
+        if batch_size < 1:
+            raise ValueError(f"batch_size = {batch_size} must be at least 1")
+        self.name, self.root, self.val_fraction = name, root, val_fraction
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.mean = torch.tensor(list(mean)).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(std)).view(1, -1, 1, 1)
+        self.augment = Augment(shift, hflip)
+        self.seed = seed
+        self.image_size = image_size
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.num_classes: int | None = None
+
+    # --- datasets -------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        if self.name in EMBEDDED:
+            data = load_embedded(self.name)
+            train_idx, val_idx = stratified_split(data.labels.numpy(), self.val_fraction, self.seed)
+            full = TensorDataset(data.images, data.labels)
+            self.train_set, self.val_set = Subset(full, train_idx), Subset(full, val_idx)
+            self.num_classes = data.num_classes
+        elif self.name == "imagefolder":
+            self.train_set = load_local(self.name, self.root, train=True, image_size=self.image_size)
+            self.val_set = load_local(self.name, self.root, train=False, image_size=self.image_size)
+            self.num_classes = len(self.train_set.classes)
+        else:
+            full = load_local(self.name, self.root, train=True)
+            labels = np.asarray(full.targets)
+            train_idx, val_idx = stratified_split(labels, self.val_fraction, self.seed)
+            self.train_set, self.val_set = Subset(full, train_idx), Subset(full, val_idx)
+            self.num_classes = 10 if self.name == "cifar10" else 100
+
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            drop_last=shuffle,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.val_set, False, self.eval_batch_size)
+
+    # --- batches --------------------------------------------------------------------
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training and (self.augment.shift or self.augment.hflip):
+            g = generator(self.seed, trainer.global_step, trainer.global_rank, AUGMENT_STREAM)
+            x = self.augment(x.cpu(), g).to(x.device)
+        return self.normalize(x), y
+
+    def calibration_images(self, n: int) -> torch.Tensor:
+        """`n` normalised, unaugmented training images (the same every call) for BN recalibration."""
+        self.setup()
+        n = min(n, len(self.train_set))
+        order = np.random.default_rng(self.seed + 1).permutation(len(self.train_set))[:n]
+        images = torch.stack([self.train_set[int(i)][0] for i in order])
+        return self.normalize(images)

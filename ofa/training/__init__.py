@@ -1,0 +1,1 @@
+"""Supernet training with Lightning: schedules, the training module, the ofa-train command."""
