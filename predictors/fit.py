@@ -222,7 +222,7 @@ def fit_predictor(
     table: str | Path,
     target: str,
     out: str | Path,
-    space: MBV3Space | str = "ofa_mbv3_mnist",
+    space: MBV3Space | str = "mnist",
     split_seed: int = 0,
     test_fraction: float = 0.2,
     test_table: str | Path | None = None,

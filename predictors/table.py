@@ -47,6 +47,21 @@ def _numeric_columns(header: list[str], rows: list[dict[str, str]]) -> list[str]
     return [c for c in header if c not in ARCH_FIELDS and sample and all(numeric(r.get(c)) for r in sample)]
 
 
+def _check_fingerprints(path: Path, rows: list[dict[str, str]], space: MBV3Space) -> None:
+    from ofa.space import SPACES
+
+    ours = space.fingerprint()
+    for line, row in enumerate(rows, start=2):
+        theirs = (row.get("space_fingerprint") or "").strip()
+        if theirs and theirs != ours:
+            named = [name for name, s in SPACES.items() if s.fingerprint() == theirs]
+            hint = f"pass space={named[0]}" if named else "no named space has it"
+            raise ValueError(
+                f"{path} line {line}: space_fingerprint = {theirs} is not the fingerprint of space "
+                f"{space.name} ({ours}); {hint}"
+            )
+
+
 def read_table(path: str | Path, target: str, space: MBV3Space) -> Table:
     """Parse and validate a table against `space`; the target must be a finite number in every row."""
     path = Path(path)
@@ -76,6 +91,8 @@ def read_table(path: str | Path, target: str, space: MBV3Space) -> Table:
         )
     if not rows:
         raise ValueError(f"{path} has a header but no rows")
+    if "space_fingerprint" in header:  # tables that say which space they belong to (ofa-eval-subnets)
+        _check_fingerprints(path, rows, space)
     archs, ys = [], []
     for line, row in enumerate(rows, start=2):
         if None in row or any(row.get(c) is None for c in header):

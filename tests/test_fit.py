@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -172,27 +173,28 @@ def test_cli_end_to_end_on_a_real_table(shared_data, tmp_path):
 
 
 def test_cli_on_the_default_space(tmp_path):
-    table = write_cost_table(tmp_path / "costs.csv", get_space("ofa_mbv3_mnist"), 60)
+    table = write_cost_table(tmp_path / "costs.csv", get_space("mnist"), 60)
     proc = run_cli(f"table={table}", "target=params", f"out={tmp_path / 'o'}", "model=ridge", "cv_folds=2")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["space"] == "ofa_mbv3_mnist"
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["space"] == "mnist"
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
-    space = get_space("ofa_mbv3_mnist")
+    space = get_space("mnist")  # the default space
     good = write_cost_table(tmp_path / "good.csv", space, 30)
     lines = good.read_text().splitlines()
     bad_row = tmp_path / "bad_row.csv"
     bad_row.write_text(
-        "\n".join(
-            [*lines[:5], lines[5].replace(",28,", ",30,").replace(",24,", ",30,").replace(",20,", ",30,"), *lines[6:]]
-        )
-        + "\n"
+        "\n".join([*lines[:5], re.sub(r"^([^,]*,[^,]*,[^,]*),\d+,", r"\1,30,", lines[5]), *lines[6:]]) + "\n"
     )
     bad_value = tmp_path / "bad_value.csv"
     fields = lines[3].split(",")
     bad_value.write_text("\n".join([*lines[:3], ",".join([*fields[:4], "n/a", *fields[5:]]), *lines[4:]]) + "\n")
-    mnist_rule = "r = 30 is not allowed; allowed: 20, 24, 28 (space ofa_mbv3_mnist; pick another with space=<name>)"
+    stamped = tmp_path / "stamped.csv"  # as ofa-eval-subnets writes: each row names its space
+    stamped.write_text(
+        "\n".join([lines[0] + ",space_fingerprint", *(f"{x},{space.fingerprint()}" for x in lines[1:])]) + "\n"
+    )
+    mnist_rule = "r = 30 is not allowed; allowed: 16, 20, 24, 28 (space mnist; pick another with space=<name>)"
     # through the command line: exit status 2 and one line, no traceback
     for args, expected in [
         ([f"table={tmp_path / 'missing.csv'}", "target=macs"], f"table {tmp_path / 'missing.csv'} does not exist"),
@@ -222,6 +224,11 @@ def test_cli_bad_input_is_one_line(tmp_path):
         ),
         (dict(table=good, target="macs", space="ofa_mbv3_w10"), None),
         (dict(table=good, target="macs", lut=tmp_path / "nolut.csv"), None),
+        (
+            dict(table=stamped, target="macs", space="ofa_mbv3_mnist"),
+            f"{stamped} line 2: space_fingerprint = {space.fingerprint()} is not the fingerprint of space "
+            f"ofa_mbv3_mnist ({get_space('ofa_mbv3_mnist').fingerprint()}); pass space=mnist",
+        ),
     ]:
         with pytest.raises((ValueError, FileNotFoundError)) as err:
             fit_predictor(out=tmp_path / "o", plot=False, **kwargs)
