@@ -106,6 +106,7 @@ def test_cross_validation_chooses_and_the_predictor_loads(tmp_path):
         table,
         "mmacs",
         tmp_path / "out",
+        space=space,
         model="ridge,gbt",
         cv_folds=3,
         model_configs={"gbt": {"n_rounds": 40, "max_depth": 3}},
@@ -118,7 +119,7 @@ def test_cross_validation_chooses_and_the_predictor_loads(tmp_path):
     # MACs are additive in the analytic features: the chosen model ranks them well, far better
     # than the one-hot baseline (32 held-out rows: a coarse tau)
     m = res.metrics
-    assert m["kendall_tau"] > 0.9 and m["kendall_tau"] > m["baseline_onehot_ridge"]["kendall_tau"] + 0.05
+    assert m["kendall_tau"] > 0.95 and m["kendall_tau"] > m["baseline_onehot_ridge"]["kendall_tau"] + 0.05
     assert m["within_10pct"] > 0.95
     loaded = load_predictor(tmp_path / "out", space)
     archs = sample_archs(space, 50, seed=9)
