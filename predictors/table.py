@@ -52,12 +52,12 @@ def _check_fingerprints(path: Path, rows: list[dict[str, str]], space: MBV3Space
 
     ours = space.fingerprint()
     for line, row in enumerate(rows, start=2):
-        theirs = (row.get("space_fingerprint") or "").strip()
+        theirs = (row.get("fingerprint") or "").strip()
         if theirs and theirs != ours:
             named = [name for name, s in SPACES.items() if s.fingerprint() == theirs]
             hint = f"pass space={named[0]}" if named else "no named space has it"
             raise ValueError(
-                f"{path} line {line}: space_fingerprint = {theirs} is not the fingerprint of space "
+                f"{path} line {line}: fingerprint = {theirs} is not the fingerprint of space "
                 f"{space.name} ({ours}); {hint}"
             )
 
@@ -91,7 +91,7 @@ def read_table(path: str | Path, target: str, space: MBV3Space) -> Table:
         )
     if not rows:
         raise ValueError(f"{path} has a header but no rows")
-    if "space_fingerprint" in header:  # tables that say which space they belong to (ofa-eval-subnets)
+    if "fingerprint" in header:  # tables that say which space they belong to (ofa-eval-subnets, ofa-profile)
         _check_fingerprints(path, rows, space)
     archs, ys = [], []
     for line, row in enumerate(rows, start=2):

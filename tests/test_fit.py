@@ -196,7 +196,7 @@ def test_cli_bad_input_is_one_line(tmp_path):
     bad_value.write_text("\n".join([*lines[:3], ",".join([*fields[:4], "n/a", *fields[5:]]), *lines[4:]]) + "\n")
     stamped = tmp_path / "stamped.csv"  # as ofa-eval-subnets writes: each row names its space
     stamped.write_text(
-        "\n".join([lines[0] + ",space_fingerprint", *(f"{x},{space.fingerprint()}" for x in lines[1:])]) + "\n"
+        "\n".join([lines[0] + ",fingerprint", *(f"{x},{space.fingerprint()}" for x in lines[1:])]) + "\n"
     )
     mnist_rule = "r = 30 is not allowed; allowed: 16, 20, 24, 28 (space mnist; pick another with space=<name>)"
     # through the command line: exit status 2 and one line, no traceback
@@ -230,7 +230,7 @@ def test_cli_bad_input_is_one_line(tmp_path):
         (dict(table=good, target="macs", lut=tmp_path / "nolut.csv"), None),
         (
             dict(table=stamped, target="macs", space="ofa_mbv3_mnist"),
-            f"{stamped} line 2: space_fingerprint = {space.fingerprint()} is not the fingerprint of space "
+            f"{stamped} line 2: fingerprint = {space.fingerprint()} is not the fingerprint of space "
             f"ofa_mbv3_mnist ({get_space('ofa_mbv3_mnist').fingerprint()}); pass space=mnist",
         ),
     ]:

@@ -23,7 +23,7 @@ def test_pipeline_reports_every_subnet(tmp_path):
     assert [r.name for r in reports] == ["smallest", "largest", "random0", "random1"]
     with open(tmp_path / "subnets.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    space = get_space("ofa_mbv3_mnist")
+    space = get_space("mnist")
     assert len(rows) == 4
     for row, rep in zip(rows, reports):
         assert ArchConfig.from_csv_fields(row, space) == rep.arch

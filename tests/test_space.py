@@ -180,5 +180,5 @@ def test_bad_space_raises_clear_value_error(fields, message):
 
 
 def test_unknown_space_name():
-    with pytest.raises(ValueError, match="unknown space 'nope'; known: ofa_mbv3_cifar"):
+    with pytest.raises(ValueError, match="unknown space 'nope'; known: mnist, ofa_mbv3_cifar"):
         get_space("nope")
