@@ -33,10 +33,10 @@ from search.genes import GeneSpace, as_gene_space
 from search.objectives import Budget, Constraint, Metric, collect_metrics
 from search.pareto import non_dominated
 from search.refine import propose, row_key
+from search.storage import claim_lock, open_storage, sync
 
 SAMPLERS = ("refined", "nsga2", "random")
-JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
-KEY, EVALUATED, ORIGIN, METRICS = "key", "evaluated", "origin", "metrics"
+KEY, EVALUATED, ORIGIN, METRICS, CLAIM = "key", "evaluated", "origin", "metrics", "claim"
 STALL_GENERATIONS = 50  # stop when this many generations in a row bring no new config
 
 
@@ -79,26 +79,6 @@ class SearchResult:
         """Table rows (`arch`, metrics, `feasible`, `trial`) for CSV output."""
         evs = self.evaluations if evaluations is None else evaluations
         return [{"arch": e.key, **e.values, "feasible": e.feasible, "trial": e.trial} for e in evs]
-
-
-def open_storage(storage: str | Path | BaseStorage | None) -> BaseStorage | None:
-    """None (in memory), an RDB URL (`sqlite:///x.db`), a journal file path (`.log`,
-    `.journal`, `.jsonl`, or `journal:<path>`) or an Optuna storage object."""
-    if storage is None or isinstance(storage, BaseStorage):
-        return storage
-    text = str(storage)
-    if "://" in text:
-        return optuna.storages.RDBStorage(text)
-    if text.startswith("journal:") or text.endswith(JOURNAL_SUFFIXES):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = Path(text.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    raise ValueError(
-        f"storage = {text!r} is not allowed; use an RDB URL (sqlite:///search.db) or a journal file "
-        f"(a path ending in {', '.join(JOURNAL_SUFFIXES)}, or journal:<path>)"
-    )
 
 
 def _make_sampler(name: str, n_objectives: int, population_size: int, seed: int) -> optuna.samplers.BaseSampler:
@@ -146,11 +126,13 @@ class _Driver:
         sampler_name: str,
         budgets: Sequence[Budget],
         wait_timeout: float,
+        storage: BaseStorage | None,
     ) -> None:
         self.space, self.objectives, self.constraints = space, list(objectives), list(constraints)
         self.metrics, self.study, self.sampler_name = metrics, study, sampler_name
         self.budgets = list(budgets)
         self.wait_timeout = wait_timeout
+        self.claim_lock = claim_lock(storage)
         self.distributions = {g.name: CategoricalDistribution(list(g.choices)) for g in space.genes}
         self.extra = [n for n in metrics if n not in {m.name for m in objectives}]
         # cache: canonical row key -> (row, config, values, trial number)
@@ -210,63 +192,72 @@ class _Driver:
             trial.set_user_attr(METRICS, {n: values[n] for n in self.extra})
         self.study.tell(trial, [values[m.name] for m in self.objectives])
 
-    def generation(self, n_ask: int, trials: Sequence[FrozenTrial]) -> int:
-        """Ask `n_ask` trials, evaluate the new configs, tell all; return new evaluations."""
+    def claims(self, trials: Sequence[FrozenTrial], mine: set[int]) -> dict[bytes, int]:
+        """Row keys that other workers' running trials have claimed -> the claiming trial."""
+        out: dict[bytes, int] = {}
+        for t in trials:
+            if t.state == TrialState.RUNNING and t.number not in mine and t.user_attrs.get(CLAIM):
+                out[row_key(self.space.canonical(self.space.row_from_params(t.params)[None])[0])] = t.number
+        return out
+
+    def generation(self, n_ask: int) -> int:
+        """Ask `n_ask` trials, evaluate the configs nobody evaluated or claimed, tell all;
+        return the number of configs evaluated here."""
         asked: list[optuna.Trial] = []
         told: set[int] = set()
         try:
             for _ in range(n_ask):
                 asked.append(self.study.ask(self.distributions))
             mine = {t.number for t in asked}
-            sampler = self.study.sampler
-            if isinstance(sampler, optuna.samplers.BaseGASampler):
-                # Enqueued (fixed) trials never reach sample_relative: give them the current
-                # generation so that NSGA-II selects parents among them too.
-                running = {t.number: t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-                for t in asked:
-                    if t.number in running:
-                        sampler.get_trial_generation(self.study, running[t.number])
             rows = self.space.canonical(np.stack([self.space.row_from_params(t.params) for t in asked]))
             keys = [row_key(r) for r in rows]
-            for t, r in zip(asked, rows):
-                t.set_user_attr(KEY, self.space.key(self.space.decode(r)))
-            others = self.in_flight(self.study.get_trials(deepcopy=False), mine)
-
-            todo: dict[bytes, int] = {}  # key -> index of the first asked trial with it
-            wait: dict[bytes, int] = {}  # key -> trial number of the other worker evaluating it
             first: dict[bytes, int] = {}
             for i, k in enumerate(keys):
                 first.setdefault(k, i)
-                if k in self.cache or k in todo or k in wait:
-                    continue
-                if k in others and others[k] < asked[i].number:
-                    wait[k] = others[k]
-                else:
-                    todo[k] = i
+            todo: dict[bytes, int] = {}  # key -> index of the asked trial that evaluates it
+            wait: dict[bytes, int] = {}  # key -> trial number of another worker's claim
+            # Deciding what to evaluate and claiming it is one critical section across workers,
+            # so that two workers never both evaluate a config.
+            with self.claim_lock:
+                now = self.sync()
+                sampler = self.study.sampler
+                if isinstance(sampler, optuna.samplers.BaseGASampler):
+                    # Enqueued (fixed) trials never reach sample_relative: give them the current
+                    # generation so that NSGA-II selects parents among them too.
+                    for t in now:
+                        if t.number in mine:
+                            sampler.get_trial_generation(self.study, t)  # no-op for sampled trials
+                claimed = self.claims(now, mine)
+                for k, i in first.items():
+                    if k in self.cache:
+                        continue
+                    if k in claimed:
+                        wait[k] = claimed[k]
+                    else:
+                        todo[k] = i
+                        asked[i].set_user_attr(CLAIM, True)
             if todo:
                 configs = [self.space.decode(rows[i]) for i in todo.values()]
                 for (k, i), c, v in zip(todo.items(), configs, self.evaluate(configs)):
                     self.cache[k] = (rows[i], c, v, asked[i].number)
-            mine_evaluated = set(todo)
             if wait:
-                taken = self.wait_for(wait)
-                for k in taken:
-                    row, c, v, _ = self.cache[k]
-                    self.cache[k] = (row, c, v, asked[first[k]].number)
-                mine_evaluated |= taken
+                for k in self.wait_for(wait, {k: asked[first[k]] for k in wait}, mine):
+                    todo[k] = first[k]
             for i, (t, k) in enumerate(zip(asked, keys)):
-                self.tell(t, self.cache[k][2], evaluated=k in mine_evaluated and first[k] == i)
+                t.set_user_attr(KEY, self.space.key(self.cache[k][1]))
+                self.tell(t, self.cache[k][2], evaluated=todo.get(k) == i)
                 self._done.add(t.number)
                 told.add(t.number)
-            return len(mine_evaluated)
+            return len(todo)
         finally:
             for t in asked:
                 if t.number not in told:
                     self.study.tell(t, state=TrialState.FAIL)
 
-    def wait_for(self, wait: dict[bytes, int]) -> set[bytes]:
-        """Wait until other workers have evaluated these configs; evaluate here the ones whose
-        trial failed or that take longer than `wait_timeout`. Returns the keys evaluated here."""
+    def wait_for(self, wait: dict[bytes, int], trial_of: dict[bytes, optuna.Trial], mine: set[int]) -> set[bytes]:
+        """Wait until other workers have evaluated the configs they claimed. A config whose
+        claiming trial failed, or that takes longer than `wait_timeout`, is claimed and
+        evaluated here (through `trial_of[key]`). Returns the keys evaluated here."""
         deadline = time.monotonic() + self.wait_timeout
         pending, taken = dict(wait), set()
         while True:
@@ -274,16 +265,27 @@ class _Driver:
             pending = {k: n for k, n in pending.items() if k not in self.cache}
             if not pending:
                 return taken
-            states = {t.number: t.state for t in self.study.get_trials(deepcopy=False)}
             expired = time.monotonic() > deadline
-            take = [k for k, n in pending.items() if expired or states.get(n) == TrialState.FAIL]
+            take = []
+            with self.claim_lock:
+                now = self.sync()
+                claimed = self.claims(now, mine)
+                for k in list(pending):
+                    if k in self.cache:
+                        pending.pop(k)
+                    elif expired or k not in claimed:  # its claim failed (or is stuck): take it over
+                        trial_of[k].set_user_attr(CLAIM, True)
+                        take.append(k)
+                    else:
+                        pending[k] = claimed[k]
             if take:
                 rows = [self.space.canonical(np.frombuffer(k, dtype=np.int64)[None])[0] for k in take]
                 configs = [self.space.decode(r) for r in rows]
                 for k, r, c, v in zip(take, rows, configs, self.evaluate(configs)):
-                    self.cache[k] = (r, c, v, -1)
+                    self.cache[k] = (r, c, v, trial_of[k].number)
                     taken.add(k)
-            else:
+                    pending.pop(k)
+            elif pending:
                 time.sleep(0.05)
 
 
@@ -301,7 +303,7 @@ def run(
     seeds: Sequence[Any] | None = None,
     study_name: str | None = None,
     refine_share: float = 0.8,
-    wait_timeout: float = 120.0,
+    wait_timeout: float = 600.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> SearchResult:
     """Search `space` for configs good in every objective under `constraints`.
@@ -351,7 +353,7 @@ def run(
         )
     _check_signature(study, signature)
 
-    driver = _Driver(gspace, objectives, constraints, metrics, study, sampler, budgets, wait_timeout)
+    driver = _Driver(gspace, objectives, constraints, metrics, study, sampler, budgets, wait_timeout, storage_obj)
     n_configs = gspace.n_configs()
     target = min(n_trials, n_configs)
     stopped, stall, gen = "reached n_trials", 0, 0
@@ -380,7 +382,8 @@ def run(
             k = int(round(refine_share * n_ask))
             fixed = propose(gspace, rows, values, metrics, objectives, constraints, budgets, seen, k, rng)
             driver.enqueue(fixed, "refine")
-        new = driver.generation(n_ask, trials)
+        new = driver.generation(n_ask)
+        sync(storage_obj)
         stall = 0 if new else stall + 1
         gen += 1
         trials = driver.sync()

@@ -141,27 +141,40 @@ def propose(
         front = feasible[non_dominated(pts)]
         tasks.append((rng.permutation(front), list(constraints), np.inf))
 
+    # Every task gets an equal share first (starting from a random task, so that no budget
+    # is always served last), then any capacity left goes round-robin.
     out: list[np.ndarray] = []
     cursor = [0] * len(tasks)
     active = [True] * len(tasks)
+    start = int(rng.integers(len(tasks))) if tasks else 0
+    turn = [(start + i) % len(tasks) for i in range(len(tasks))]
+    quota = -(-k // max(len(tasks), 1))
+
+    def expand(t: int, cap: int, max_sources: int) -> None:
+        """Add fresh admissible neighbours of the task's next sources, up to `cap` rows."""
+        sources, limits, margin = tasks[t]
+        got = used = 0
+        while cursor[t] < len(sources) and got < cap and used < max_sources:
+            cands = space.neighbours(rows[sources[cursor[t]]])
+            cands = cands[np.array([row_key(c) not in seen for c in cands], dtype=bool)]
+            if cands.shape[0] and np.isfinite(margin):
+                cands = cands[admissible(cands, limits, margin)]
+            take = cands[rng.permutation(cands.shape[0])][: cap - got]
+            if take.shape[0] == cands.shape[0]:
+                cursor[t] += 1  # nothing of this source is left over
+            if take.shape[0]:
+                used += 1
+            for c in take:
+                seen.add(row_key(c))
+            out.extend(take)
+            got += take.shape[0]
+        if cursor[t] >= len(sources):
+            active[t] = False
+
+    for t in turn:
+        expand(t, min(quota, k - len(out)), max_sources=len(rows))
     while len(out) < k and any(active):
-        for t, (sources, limits, margin) in enumerate(tasks):
-            if not active[t] or len(out) >= k:
-                continue
-            added = False
-            while cursor[t] < len(sources) and not added:
-                cands = space.neighbours(rows[sources[cursor[t]]])
-                cursor[t] += 1
-                fresh = np.array([row_key(c) not in seen for c in cands], dtype=bool)
-                cands = cands[fresh]
-                if cands.shape[0] and np.isfinite(margin):
-                    cands = cands[admissible(cands, limits, margin)]
-                if cands.shape[0]:
-                    cands = cands[rng.permutation(cands.shape[0])][: k - len(out)]
-                    for c in cands:
-                        seen.add(row_key(c))
-                    out.extend(cands)
-                    added = True
-            if not added:
-                active[t] = False
+        for t in turn:
+            if active[t] and len(out) < k:
+                expand(t, k - len(out), max_sources=1)
     return np.array(out, dtype=np.int64).reshape(-1, space.n_genes)
