@@ -36,6 +36,21 @@ KNOWN_METRICS: dict[str, tuple[str, str]] = {
 BatchFn = Callable[[Sequence[Any]], Any]
 
 
+def unit_suffix(name: str, unit: str | None) -> str:
+    """' ms' after a value, nothing when the unit only repeats the name (macs: MACs)."""
+    return f" {unit}" if unit and unit.lower() != name.lower() else ""
+
+
+def fmt_value(value: float) -> str:
+    """Short human form: 4 significant digits, thousands separators, M above a million."""
+    a = abs(value)
+    if a >= 1e6:
+        return f"{value / 1e6:.4g}M"
+    if a >= 1e3:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
 @dataclass(frozen=True)
 class Metric:
     """A named batched function of configs with a direction (see `KNOWN_METRICS`)."""
@@ -146,7 +161,7 @@ class Constraint:
 
     def describe(self, direction: str, unit: str = "") -> str:
         op = "<=" if direction == MINIMIZE else ">="
-        return f"{self.name} {op} {self.limit:g}{(' ' + unit) if unit and unit != self.name else ''}"
+        return f"{self.name} {op} {fmt_value(self.limit)}{unit_suffix(self.name, unit)}"
 
 
 @dataclass(frozen=True)

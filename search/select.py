@@ -15,7 +15,8 @@ from rich.table import Table
 
 from ofa.cli import UserError
 from search.engine import Evaluation, SearchResult
-from search.objectives import Budget, Constraint, Metric
+from search.objectives import Budget, Constraint, Metric, unit_suffix
+from search.objectives import fmt_value as _fmt
 
 
 class NoFeasibleArch(UserError):
@@ -34,23 +35,12 @@ class BudgetChoice:
         return self.evaluation is not None
 
 
-def _fmt(value: float) -> str:
-    a = abs(value)
-    if a >= 1e6:
-        return f"{value / 1e6:.1f}M"
-    if a >= 1e3:
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
-
-
 def describe_limits(budget: Budget, metrics: Mapping[str, Metric]) -> str:
     return ", ".join(c.describe(metrics[c.name].direction, metrics[c.name].unit) for c in budget.constraints)
 
 
 def figures(e: Evaluation, metrics: Mapping[str, Metric]) -> str:
-    return ", ".join(
-        f"{n} {_fmt(e.values[n])}{(' ' + m.unit) if m.unit and m.unit != n else ''}" for n, m in metrics.items()
-    )
+    return ", ".join(f"{n} {_fmt(e.values[n])}{unit_suffix(n, m.unit)}" for n, m in metrics.items())
 
 
 def _violation(e: Evaluation, limits: Sequence[Constraint], metrics: Mapping[str, Metric]) -> float:
@@ -123,7 +113,7 @@ def choices_table(choices: Sequence[BudgetChoice], metrics: Mapping[str, Metric]
     table.add_column("budget")
     table.add_column("limits")
     for n, m in metrics.items():
-        table.add_column(f"{n}{f' ({m.unit})' if m.unit and m.unit != n else ''}", justify="right")
+        table.add_column(f"{n}{f' ({m.unit})' if m.unit and m.unit.lower() != n.lower() else ''}", justify="right")
     table.add_column("arch", overflow="fold")
     for c in choices:
         e = c.evaluation or c.closest
