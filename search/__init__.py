@@ -1,1 +1,41 @@
-"""Per-device search for sub-networks, their export and reports (and the end-to-end pipeline)."""
+"""Per-device search for sub-networks, their export and reports (and the end-to-end pipeline).
+
+Library entry: `search.run(space, objectives, constraints, n_trials, population_size, seed,
+storage=None)` -> `SearchResult` (the feasible Pareto front and every evaluation), and
+`search.select_for_budgets(result, budgets)` for the best arch under each budget. Names
+are imported lazily so that `search.pipeline` does not load Optuna.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "run": "search.engine",
+    "SearchResult": "search.engine",
+    "Evaluation": "search.engine",
+    "Metric": "search.objectives",
+    "Constraint": "search.objectives",
+    "Budget": "search.objectives",
+    "metric": "search.objectives",
+    "from_predictor": "search.objectives",
+    "mbv3_macs": "search.objectives",
+    "mbv3_params": "search.objectives",
+    "table_metric": "search.objectives",
+    "GeneSpace": "search.genes",
+    "MBV3Genes": "search.genes",
+    "NB201Genes": "search.genes",
+    "BudgetChoice": "search.select",
+    "NoFeasibleArch": "search.select",
+    "select_for_budgets": "search.select",
+    "raise_for_unmet": "search.select",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,284 @@
+"""Benchmark mode on tables: search NAS-Bench-201 with objectives looked up in a CSV.
+
+The table (e.g. `../shared/data/nb201_accuracy_latency.csv`) lists every cell of the space
+with measured columns, so the exact Pareto front and the exact best cell under any
+latency budget are known by enumeration: a search is scored by the share of the exact
+front's hypervolume it reaches and by its regret per budget (exact best accuracy under the
+budget minus the best accuracy found under it).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ofa.io import atomic_write_csv, atomic_write_json
+from search.engine import SearchResult, run
+from search.genes import NB201Genes
+from search.objectives import Budget, Metric
+from search.pareto import hypervolume_2d, non_dominated
+
+ACCURACY, LATENCY = "accuracy", "latency"
+
+
+@dataclass(frozen=True)
+class ArchTable:
+    """Every cell of a space with its measured columns (`values[column][i]` for `archs[i]`)."""
+
+    path: Path
+    space: NB201Genes
+    archs: list[str]
+    values: dict[str, np.ndarray]
+
+    def lookup(self, column: str) -> Callable[[Sequence[str]], np.ndarray]:
+        index = {a: i for i, a in enumerate(self.archs)}
+        col = self.values[column]
+
+        def fn(cells: Sequence[str]) -> np.ndarray:
+            try:
+                return col[[index[c] for c in cells]]
+            except KeyError as exc:
+                raise ValueError(f"cell {exc.args[0]!r} is not in {self.path}") from None
+
+        return fn
+
+
+def load_table(path: str | Path, columns: Sequence[str], space: NB201Genes | None = None) -> ArchTable:
+    """Read `arch` and the numeric `columns`; every cell must parse and appear once."""
+    path = Path(path)
+    space = space or NB201Genes()
+    if not path.is_file():
+        raise FileNotFoundError(f"table {path} not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in ("arch", *columns) if c not in header]
+        if missing:
+            raise ValueError(f"{path} has no column {', '.join(map(repr, missing))}; columns: {', '.join(header)}")
+        rows = list(reader)
+    archs, seen = [], set()
+    values = {c: np.empty(len(rows)) for c in columns}
+    for i, row in enumerate(rows):
+        cell = space.parse(row["arch"])
+        if cell in seen:
+            raise ValueError(f"{path} line {i + 2}: cell {cell!r} appears twice")
+        seen.add(cell)
+        archs.append(cell)
+        for c in columns:
+            try:
+                values[c][i] = float(row[c])
+            except ValueError:
+                raise ValueError(f"{path} line {i + 2}: {c} = {row[c]!r} is not a number") from None
+    if len(archs) != space.n_configs():
+        raise ValueError(f"{path} has {len(archs)} cells; the space has {space.n_configs()}: the table must list all")
+    return ArchTable(path, space, archs, values)
+
+
+def percentile_budgets(latency: np.ndarray, percentiles: Sequence[float]) -> list[Budget]:
+    """Latency budgets at percentiles of the table's latency column."""
+    out = []
+    for q in percentiles:
+        if not 0 < float(q) < 100:
+            raise ValueError(f"budget percentile {q!r} is not allowed; it must lie strictly between 0 and 100")
+        out.append(Budget.of(f"p{float(q):g}", **{LATENCY: float(np.percentile(latency, q))}))
+    return out
+
+
+@dataclass(frozen=True)
+class BudgetScore:
+    name: str
+    limit: float
+    exact_arch: str
+    exact_accuracy: float
+    found_arch: str | None
+    found_accuracy: float | None
+    regret: float  # exact best minus found (the exact best minus the worst accuracy if nothing found)
+    exact_found: bool
+
+
+@dataclass(frozen=True)
+class TableScore:
+    hypervolume: float
+    exact_hypervolume: float
+    hypervolume_ratio: float
+    reference: tuple[float, float]
+    budgets: list[BudgetScore]
+
+    @property
+    def mean_regret(self) -> float:
+        return float(np.mean([b.regret for b in self.budgets])) if self.budgets else float("nan")
+
+    @property
+    def hit_share(self) -> float:
+        return float(np.mean([b.exact_found for b in self.budgets])) if self.budgets else float("nan")
+
+
+def score(table: ArchTable, accuracy: str, latency: str, result: SearchResult, budgets: Sequence[Budget]) -> TableScore:
+    """Hypervolume ratio against the exact front and regret per budget (by enumeration)."""
+    acc, lat = table.values[accuracy], table.values[latency]
+    reference = (float(acc.min()), float(-lat.max()))
+    all_pts = np.stack([acc, -lat], axis=1)
+    exact_hv = hypervolume_2d(all_pts[non_dominated(all_pts)], np.array(reference))
+    found = np.array([[e.values[ACCURACY], -e.values[LATENCY]] for e in result.evaluations]).reshape(-1, 2)
+    hv = hypervolume_2d(found, np.array(reference))
+    scores = []
+    for b in budgets:
+        limit = b.limits()[LATENCY]
+        feasible = np.flatnonzero(lat <= limit)
+        best = feasible[np.lexsort((lat[feasible], -acc[feasible]))[0]]
+        under = [e for e in result.evaluations if e.values[LATENCY] <= limit]
+        top = min(under, key=lambda e: (-e.values[ACCURACY], e.values[LATENCY])) if under else None
+        found_acc = top.values[ACCURACY] if top else None
+        regret = float(acc[best] - (found_acc if top else acc.min()))
+        scores.append(
+            BudgetScore(
+                b.name, limit, table.archs[best], float(acc[best]), top.key if top else None, found_acc,
+                regret, bool(top is not None and found_acc >= acc[best]),
+            )
+        )  # fmt: skip
+    return TableScore(hv, exact_hv, hv / exact_hv if exact_hv > 0 else float("nan"), reference, scores)
+
+
+def table_search(
+    table: ArchTable,
+    accuracy: str,
+    latency: str,
+    n_trials: int,
+    seed: int,
+    sampler: str = "refined",
+    population_size: int = 50,
+    budgets: Sequence[Budget] = (),
+    storage: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SearchResult:
+    """Run the search on the table's space with `accuracy` (up) and `latency` (down) looked up.
+
+    The baselines get no seeds and no budget focus: `nsga2` is Optuna's NSGA-II as it comes,
+    `random` uniform sampling; every sampler gets `n_trials` distinct evaluations."""
+    objectives = [
+        Metric(ACCURACY, table.lookup(accuracy), "maximize", "%"),
+        Metric(LATENCY, table.lookup(latency), "minimize", "ms"),
+    ]
+    return run(
+        table.space,
+        objectives,
+        [],
+        n_trials,
+        population_size,
+        seed,
+        storage,
+        budgets=budgets if sampler == "refined" else (),
+        sampler=sampler,
+        study_name=f"bench-{accuracy}-{latency}-{sampler}-s{seed}",
+        progress=progress,
+    )
+
+
+def run_table_benchmark(
+    table_path: str | Path,
+    accuracy: str,
+    latency: str,
+    n_trials: int,
+    seed: int,
+    out: str | Path | None = None,
+    sampler: str = "refined",
+    population_size: int = 50,
+    budget_percentiles: Sequence[float] = (10, 25, 50),
+    storage: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Search the table, score it, and (with `out`) write `front.csv`, `evaluated.csv`,
+    `summary.json` and `front.png`. Returns the summary."""
+    table = load_table(table_path, [accuracy, latency])
+    budgets = percentile_budgets(table.values[latency], budget_percentiles)
+    start = time.perf_counter()
+    result = table_search(
+        table, accuracy, latency, n_trials, seed, sampler, population_size, budgets, storage, progress
+    )
+    wall = time.perf_counter() - start
+    sc = score(table, accuracy, latency, result, budgets)
+    summary = {
+        "table": str(table.path),
+        "accuracy": accuracy,
+        "latency": latency,
+        "sampler": sampler,
+        "seed": seed,
+        "n_trials": n_trials,
+        "population_size": population_size,
+        "n_evaluations": result.n_evaluations,
+        "n_optuna_trials": result.n_trials,
+        "stopped": result.stopped,
+        "space_fingerprint": table.space.fingerprint(),
+        "hypervolume_ratio": sc.hypervolume_ratio,
+        "hypervolume": sc.hypervolume,
+        "exact_hypervolume": sc.exact_hypervolume,
+        "hypervolume_reference": {"accuracy": sc.reference[0], "latency": -sc.reference[1]},
+        "front_size": len(result.front),
+        "mean_regret": sc.mean_regret,
+        "exact_found_share": sc.hit_share,
+        "budgets": [asdict(b) | {"percentile": float(q)} for b, q in zip(sc.budgets, budget_percentiles)],
+        "wall_s": wall,
+        "evaluations_per_s": result.n_evaluations / wall if wall > 0 else None,
+    }
+    if out is not None:
+        write_outputs(Path(out), table, accuracy, latency, result, summary)
+    return summary
+
+
+def write_outputs(
+    out: Path, table: ArchTable, accuracy: str, latency: str, result: SearchResult, summary: dict[str, Any]
+) -> None:
+    fields = ["arch", ACCURACY, LATENCY]
+    atomic_write_csv(out / "front.csv", [{k: r[k] for k in fields} for r in result.rows(result.front)], fields)
+    atomic_write_csv(out / "evaluated.csv", result.rows(), [*fields, "feasible", "trial"])
+    atomic_write_json(out / "summary.json", summary)
+    plot_front(out / "front.png", table, accuracy, latency, result, summary)
+
+
+def plot_front(
+    path: Path, table: ArchTable, accuracy: str, latency: str, result: SearchResult, summary: dict[str, Any]
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ofa.io import atomic_write_bytes
+
+    acc, lat = table.values[accuracy], table.values[latency]
+    pts = np.stack([acc, -lat], axis=1)
+    exact = np.flatnonzero(non_dominated(pts))
+    exact = exact[np.argsort(lat[exact])]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    ax.scatter(lat, acc, s=2, c="#dddddd", label=f"all {len(acc)} cells")
+    ev = np.array([[e.values[LATENCY], e.values[ACCURACY]] for e in result.evaluations]).reshape(-1, 2)
+    ax.scatter(ev[:, 0], ev[:, 1], s=4, c="#7fa7d9", label=f"evaluated ({len(ev)})")
+    ax.step(lat[exact], acc[exact], where="post", c="k", lw=1.2, label="exact front")
+    fr = np.array([[e.values[LATENCY], e.values[ACCURACY]] for e in result.front]).reshape(-1, 2)
+    fr = fr[np.argsort(fr[:, 0])]
+    ax.step(fr[:, 0], fr[:, 1], where="post", c="#d62728", lw=1.2, label="found front")
+    for b in summary["budgets"]:
+        ax.axvline(b["limit"], c="#999999", ls=":", lw=1)
+    lo = np.percentile(acc, 5)
+    ax.set_ylim(lo, acc.max() + 0.3)
+    ax.set_xlabel(f"{latency} (ms)")
+    ax.set_ylabel(accuracy)
+    ax.set_title(
+        f"{summary['sampler']}, {summary['n_evaluations']} evaluations: HV ratio {summary['hypervolume_ratio']:.4f}, "
+        f"mean regret {summary['mean_regret']:.3f}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
