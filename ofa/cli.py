@@ -11,6 +11,7 @@ from typing import Any
 import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ class UserError(Exception):
 
 
 # Exceptions that mean "bad input", reported without a traceback.
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, InstantiationException)
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, InstantiationException, OmegaConfBaseException)
 
 
 def make_console() -> Console:
@@ -60,7 +61,8 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], C
                 task(cfg)
             except USER_ERRORS as exc:
                 cause = root_cause(exc)
-                print(f"error: {type(cause).__name__}: {cause}", file=sys.stderr)
+                first_line = (str(cause).strip().splitlines() or [""])[0]  # OmegaConf appends key details
+                print(f"error: {type(cause).__name__}: {first_line}", file=sys.stderr)
                 sys.exit(2)
 
         return entry

@@ -198,7 +198,8 @@ def test_cli_bad_input_is_one_line(tmp_path):
     stamped.write_text(
         "\n".join([lines[0] + ",fingerprint", *(f"{x},{space.fingerprint()}" for x in lines[1:])]) + "\n"
     )
-    mnist_rule = "r = 30 is not allowed; allowed: 16, 20, 24, 28 (space mnist; pick another with space=<name>)"
+    allowed = ", ".join(map(str, get_space("mnist").resolutions))
+    mnist_rule = f"r = 30 is not allowed; allowed: {allowed} (space mnist; pick another with space=<name>)"
     # through the command line: exit status 2 and one line, no traceback
     for args, expected in [
         ([f"table={tmp_path / 'missing.csv'}", "target=macs"], f"table {tmp_path / 'missing.csv'} does not exist"),

@@ -18,11 +18,12 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize(
     ("kwargs", "n_archs"),
     [
+        ({"space": SPACES["mnist"]}, 24),
         ({"num_classes": 10}, 20),
-        ({"space": SPACES["ofa_mbv3_mnist"]}, 10),
+        ({"space": SPACES["ofa_mbv3_mnist"]}, 4),
         ({"space": SPACES["ofa_mbv3_w12"].with_(num_classes=10)}, 4),
     ],
-    ids=["w10", "mnist", "w12"],
+    ids=["mnist", "w10", "ofa_mnist", "w12"],
 )
 def test_extracted_subnet_equals_active_supernet(kwargs, n_archs):
     supernet = make_supernet(**kwargs).eval()

@@ -36,7 +36,7 @@ from predictors.repeatability import compare_runs, kendall_tau
 from predictors.sampling import macs_coverage, reference_arch, sample_spread
 from tests.conftest import REPO_ROOT
 
-MNIST = SPACES["ofa_mbv3_mnist"]
+MNIST = SPACES["mnist"]  # the space of the profiles' supernet (conf/supernet/mnist.yaml)
 TINY_PROFILE = {
     "hardware": "this CPU (test)",
     "supernet": "mnist",

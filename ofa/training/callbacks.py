@@ -24,9 +24,10 @@ class PhaseEndCheckpoint(L.Callback):
 
 
 def parameter_digest(module: torch.nn.Module) -> str:
-    """SHA-256 over every parameter and buffer, in state-dict order."""
+    """SHA-256 over every parameter. (BN running statistics are left out: each rank
+    accumulates them over its own batches, and every evaluation recalibrates them anyway.)"""
     h = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in module.named_parameters():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

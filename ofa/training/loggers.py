@@ -28,7 +28,8 @@ def make_logger(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Logge
     if kind == "none":
         return False
     if kind == "csv":
-        logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        # Flushed every 10 steps: a killed run keeps most of its log (the resumed run appends).
+        logger = CSVLogger(save_dir=str(run_dir), name="csv", version="", flush_logs_every_n_steps=10)
     elif kind == "wandb":
         mode = cfg.get("mode", "auto")
         if mode not in ("auto", "online", "offline"):
