@@ -1,127 +1,200 @@
-"""The main job: every stage of the pipeline that exists so far, on the configured supernet.
+"""The main job (`ofa-pipeline`, the README's first command): the whole pipeline in one run folder.
 
-Today: build the supernet, extract the smallest, the largest and a few random sub-networks,
-and report their parameters, MACs and measured CPU latency (`subnets.csv` + a table).
+train the supernet -> evaluate sampled sub-networks (accuracy table) -> profile sub-networks on
+this CPU (latency table) -> fit latency and accuracy predictors -> search the device's budgets
+and export the chosen sub-networks, ending with a table per budget (predicted vs measured) and
+the Pareto plot. Each stage lives in `<run_dir>/<stage>/` and is skipped when
+its output is current (search/stages.py): rerunning is cheap, and a changed config reruns what
+depends on it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
+from ofa.checkpoint import load_supernet
 from ofa.cli import hydra_command, make_console
-from ofa.io import atomic_write_csv
+from ofa.data.datamodule import ImageDataModule
 from ofa.networks import OFAMobileNetV3
-from ofa.space import ArchConfig
-from predictors.measure.timing import TimingStats
-from predictors.measure.torch_cpu import measure_torch_cpu
+from ofa.training.eval_subnets import eval_archs, evaluate_subnets
+from ofa.training.train import train
+from predictors.fit import fit_predictor
+from predictors.measure.profile import load_profile
+from predictors.profiling import profile_subnets
+from predictors.sampling import sample_spread
+from search.report import BudgetRow, console_table
+from search.stages import Stage, StageRunner
+
+# The parts of the config the trained supernet depends on (logging, threads and checkpoint
+# cadence do not change the result).
+TRAIN_KEYS = ("seed", "supernet", "data", "schedule", "trainer", "optim", "kd", "validation", "epochs_per_phase")
 
 
-@dataclass(frozen=True)
-class SubnetReport:
-    name: str
-    arch: ArchConfig
-    params: int
-    macs: int
-    latency: TimingStats
-
-    def to_row(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            **self.arch.to_csv_fields(),
-            "params": self.params,
-            "macs": self.macs,
-            "latency_ms": round(self.latency.median_ms, 4),
-            "latency_p10_ms": round(self.latency.p10_ms, 4),
-            "latency_p90_ms": round(self.latency.p90_ms, 4),
-            "latency_cv": round(self.latency.cv, 4),
-        }
+def _plain(cfg: DictConfig, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    data = OmegaConf.to_container(cfg, resolve=True)
+    return data if keys is None else {k: data.get(k) for k in keys}
 
 
-def panel_archs(supernet: OFAMobileNetV3, n_random: int, seed: int) -> dict[str, ArchConfig]:
-    """Smallest, largest and `n_random` random sub-networks (seeded)."""
-    space = supernet.space
-    generator = torch.Generator().manual_seed(seed)
-    archs = {"smallest": space.smallest(), "largest": space.largest()}
-    archs.update({f"random{i}": space.sample(generator) for i in range(n_random)})
-    return archs
+def _space_of(cfg: DictConfig):
+    return hydra.utils.instantiate(cfg.supernet).space
 
 
-def inspect_subnets(
-    supernet: OFAMobileNetV3,
-    archs: dict[str, ArchConfig],
-    batch_size: int,
-    rounds: int,
-    calls_per_round: int,
-    warmup_calls: int,
-    console: Console | None = None,
-) -> list[SubnetReport]:
-    """Extract each arch, count it and time it on this CPU (rounds interleaved)."""
-    space = supernet.space
-    models = {
-        name: (supernet.extract_subnet(arch).eval(), (batch_size, space.in_channels, arch.r, arch.r))
-        for name, arch in archs.items()
-    }
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("timing sub-networks on the CPU", total=rounds)
-        stats = measure_torch_cpu(
-            models, rounds, calls_per_round, warmup_calls, progress=lambda r: progress.update(task, completed=r)
+def train_stage(cfg: DictConfig) -> Stage:
+    def run(folder: Path) -> dict[str, Any]:
+        result = train(cfg, folder)
+        return {"supernet": str(folder / "supernet.safetensors"), "metrics": result.metrics,
+                "global_step": result.global_step}  # fmt: skip
+
+    return Stage("train", _plain(cfg, TRAIN_KEYS), run)
+
+
+def eval_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
+    settings = _plain(cfg.stages.eval)
+
+    def run(folder: Path) -> dict[str, Any]:
+        supernet, meta = load_supernet(runner.folder("train") / "supernet.safetensors")
+        dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=meta["info"]["seed"])
+        archs = eval_archs(supernet.space, settings["n_subnets"], settings["seed"])
+        rows = evaluate_subnets(supernet, dm, archs, folder / "accuracy.csv", settings["bn_calibration_images"])
+        accs = sorted(float(r["acc"]) for r in rows)
+        return {"table": str(folder / "accuracy.csv"), "n": len(rows), "acc_min": accs[0], "acc_max": accs[-1]}
+
+    return Stage("eval", settings, run, needs=("train",))
+
+
+def profile_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
+    settings = _plain(cfg.stages.profile)
+    profile = load_profile(settings["device"], overrides=settings.get("overrides") or None)
+    space = _space_of(cfg)
+    # Latency depends on the architecture only: the profile does not wait for (or rerun after) training.
+    config = {**settings, "profile": repr(profile), "space": space.fingerprint()}
+
+    def run(folder: Path) -> dict[str, Any]:
+        torch.manual_seed(settings["seed"])
+        supernet = OFAMobileNetV3(space=space).eval()
+        archs = sample_spread(space, settings["n_subnets"], settings["seed"])
+        report = profile_subnets(
+            profile, supernet, archs, output=folder / "measurements.csv", workdir=folder / "cache",
+            console=runner.console, seed=settings["seed"],
+        )  # fmt: skip
+        return {"table": str(report.output), "n": report.total, "device": profile.name,
+                "budgets_latency_ms": list(profile.budgets.latency_ms)}  # fmt: skip
+
+    return Stage("profile", config, run)
+
+
+def fit_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
+    settings = _plain(cfg.stages.fit)
+
+    def fit(folder: Path, table: str, target: str, preset: str, model: Any) -> dict[str, Any]:
+        preset_cfg = compose("fit", overrides=[f"fit_models={preset}"])
+        models = OmegaConf.to_container(preset_cfg.models, resolve=True)
+        grid = OmegaConf.to_container(preset_cfg.grid, resolve=True)
+        result = fit_predictor(
+            table, target, folder, space=_space_of(cfg), model=model, transform=str(preset_cfg.transform),
+            model_configs=models, grid=grid, seed=settings["seed"], console=runner.console,
+        )  # fmt: skip
+        keys = ("model", "kendall_tau", "spearman", "rmse", "mape", "within_5pct", "within_10pct", "n_train", "n_test")
+        return {"dir": str(folder), **{k: result.metrics[k] for k in keys}}
+
+    def run(folder: Path) -> dict[str, Any]:
+        latency = fit(folder / "latency_ms", runner.run_dir / "profile" / "measurements.csv", "latency_ms",
+                      "latency", settings["latency_model"])  # fmt: skip
+        accuracy = fit(folder / "acc", runner.run_dir / "eval" / "accuracy.csv", "acc", "accuracy",
+                       settings["accuracy_model"])  # fmt: skip
+        return {"latency_ms": latency, "acc": accuracy}
+
+    return Stage("fit", settings, run, needs=("eval", "profile"))
+
+
+def budgets_from_profiled(table: Path, quantiles: list[float]) -> list[float]:
+    """Latency budgets at quantiles of the latencies profiled in this run: on any machine they
+    fall inside the range this CPU can meet (a profile's fixed budgets are one machine's)."""
+    import csv
+
+    import numpy as np
+
+    with open(table, newline="") as f:
+        latencies = np.array([float(r["latency_ms"]) for r in csv.DictReader(f)])
+    return [round(float(np.quantile(latencies, q)), 3) for q in quantiles]
+
+
+def search_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
+    settings = _plain(cfg.stages.search)
+    profile_settings = _plain(cfg.stages.profile)
+
+    def run(folder: Path) -> dict[str, Any]:
+        from search.cli import run_search
+
+        budgets = settings["budgets_latency_ms"] or budgets_from_profiled(
+            runner.run_dir / "profile" / "measurements.csv", settings["budget_quantiles"]
         )
-    return [
-        SubnetReport(name, arch, supernet.count_params(arch), supernet.count_macs(arch), stats[name])
-        for name, arch in archs.items()
-    ]
+        search_cfg = compose("search", overrides=[f"device={profile_settings['device']}"])
+        OmegaConf.set_struct(search_cfg, False)
+        search_cfg.merge_with({
+            "checkpoint": str(runner.folder("train") / "supernet.safetensors"),
+            "device_overrides": profile_settings.get("overrides"),
+            "predictors": {"acc": str(runner.folder("fit") / "acc"),
+                           "latency_ms": str(runner.folder("fit") / "latency_ms")},
+            "budgets": {"latency_ms": budgets},
+            "data": OmegaConf.to_container(cfg.data, resolve=True),
+            **{k: settings[k] for k in ("n_trials", "population_size", "seed", "bn_calibration_images")},
+        })  # fmt: skip
+        outcome = run_search(search_cfg, folder, runner.console, show_table=False)
+        return {"report": str(folder / "report.json"), "pareto": str(folder / "pareto.png"),
+                "evaluations": outcome.n_evaluations, "budgets_latency_ms": budgets}  # fmt: skip
+
+    return Stage("search", settings, run, needs=("train", "fit"))
 
 
-def subnet_table(reports: list[SubnetReport], title: str) -> Table:
-    table = Table(title=title)
-    for col in ("sub-network", "r", "depths", "params (M)", "MACs (M)", "latency ms", "p10-p90 ms"):
-        table.add_column(col, justify="left" if col == "sub-network" else "right")
-    for rep in reports:
+def predictor_table(fit_summary: dict[str, Any]) -> Table:
+    table = Table(title="predictors (held-out quality)")
+    for col in ("target", "model", "Kendall tau", "Spearman", "MAPE %", "within 10%", "train / test"):
+        table.add_column(col, justify="left" if col in ("target", "model") else "right")
+    for target, m in fit_summary.items():
         table.add_row(
-            rep.name,
-            str(rep.arch.r),
-            "-".join(map(str, rep.arch.d)),
-            f"{rep.params / 1e6:.3f}",
-            f"{rep.macs / 1e6:.2f}",
-            f"{rep.latency.median_ms:.2f}",
-            f"{rep.latency.p10_ms:.2f}-{rep.latency.p90_ms:.2f}",
+            target, str(m["model"]), f"{m['kendall_tau']:.3f}", f"{m['spearman']:.3f}", f"{m['mape']:.2f}",
+            f"{m['within_10pct']:.2f}", f"{m['n_train']} / {m['n_test']}",
         )
     return table
 
 
-def run_pipeline(cfg: DictConfig, out_dir: Path, console: Console | None = None) -> list[SubnetReport]:
+def run_pipeline(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
     console = console or make_console()
-    torch.manual_seed(cfg.seed)
-    supernet: OFAMobileNetV3 = hydra.utils.instantiate(cfg.supernet)
-    space = supernet.space
-    console.print(
-        f"supernet [bold]{space.name}[/] (fingerprint {space.fingerprint()}): "
-        f"{space.count_subnets():.3e} sub-networks, resolutions {list(space.resolutions)}"
-    )
-    archs = panel_archs(supernet, cfg.inspect.n_random, cfg.seed)
-    reports = inspect_subnets(
-        supernet,
-        archs,
-        cfg.inspect.batch_size,
-        cfg.inspect.rounds,
-        cfg.inspect.calls_per_round,
-        cfg.inspect.warmup_calls,
-        console,
-    )
-    rows = [r.to_row() for r in reports]
-    atomic_write_csv(out_dir / "subnets.csv", rows, list(rows[0]))
-    console.print(subnet_table(reports, f"sub-networks of {space.name}, batch {cfg.inspect.batch_size}, torch CPU"))
-    console.print(f"written: {out_dir / 'subnets.csv'}")
-    return reports
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    runner = StageRunner(Path(run_dir), console)
+    start = time.perf_counter()
+    summaries: dict[str, Any] = {}
+    summaries["train"] = runner.run(train_stage(cfg))
+    summaries["eval"] = runner.run(eval_stage(cfg, runner))
+    summaries["profile"] = runner.run(profile_stage(cfg, runner))
+    summaries["fit"] = runner.run(fit_stage(cfg, runner))
+    summaries["search"] = runner.run(search_stage(cfg, runner))
+    console.print(predictor_table(summaries["fit"]))
+    report = json.loads(Path(summaries["search"]["report"]).read_text())
+    rows = [BudgetRow(**{k: v for k, v in b.items()}) for b in report["budgets"]]
+    console.print(console_table(rows, report["device"]))
+    console.print(f"Pareto plot: {summaries['search']['pareto']}")
+    timings = Table(title=f"pipeline stages ({runner.run_dir})")
+    timings.add_column("stage")
+    timings.add_column("seconds", justify="right")
+    for name, seconds in runner.timings.items():
+        timings.add_row(name, "skipped (current)" if seconds == 0 else f"{seconds:.0f}")
+    timings.add_row("total", f"{time.perf_counter() - start:.0f}")
+    console.print(timings)
+    return summaries
 
 
 @hydra_command("pipeline")
