@@ -1,54 +1,146 @@
+"""The main job (`ofa-pipeline`) end to end on the embedded data, and `ofa-search` on its outputs.
+
+One short pipeline run (smoke schedule, a dozen sub-networks evaluated and profiled, 300 search
+evaluations) is shared by the tests of this module.
+"""
+
 from __future__ import annotations
 
-import csv
+import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from ofa.cli import CONF_DIR
-from ofa.space import ArchConfig, get_space
+from ofa.export import load_subnet
 from search.pipeline import run_pipeline
 
-FAST = ["inspect.rounds=2", "inspect.calls_per_round=2", "inspect.warmup_calls=1", "inspect.n_random=2"]
+SMALL = [
+    "experiment=smoke",
+    "threads=1",
+    "stages.eval.n_subnets=14",
+    "stages.eval.bn_calibration_images=128",
+    "stages.profile.n_subnets=14",
+    "stages.profile.overrides.timing.rounds=3",
+    "stages.fit.latency_model=ridge",
+    "stages.fit.accuracy_model=ridge",
+    "stages.search.n_trials=300",
+    "stages.search.population_size=50",
+    "stages.search.bn_calibration_images=128",
+]
+STAGES = ["train", "eval", "profile", "fit", "search"]
 
 
-def compose_pipeline(overrides: list[str]):
+def pipeline(run_dir: Path, overrides: list[str] = ()) -> dict:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("pipeline", overrides=overrides)
+        cfg = compose("pipeline", overrides=[*SMALL, *overrides])
+        return run_pipeline(cfg, run_dir)
 
 
-def test_pipeline_reports_every_subnet(tmp_path):
-    reports = run_pipeline(compose_pipeline(FAST), tmp_path)
-    assert [r.name for r in reports] == ["smallest", "largest", "random0", "random1"]
-    with open(tmp_path / "subnets.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    space = get_space("mnist")
-    assert len(rows) == 4
-    for row, rep in zip(rows, reports):
-        assert ArchConfig.from_csv_fields(row, space) == rep.arch
-        assert int(row["params"]) == rep.params and int(row["macs"]) == rep.macs
-        assert float(row["latency_p10_ms"]) <= float(row["latency_ms"]) <= float(row["latency_p90_ms"])
-    smallest, largest = reports[0], reports[1]
-    assert smallest.macs < largest.macs and smallest.params < largest.params
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pipeline")
+    pipeline(folder)
+    return folder
 
 
-def test_pipeline_runs_other_supernets(tmp_path):
-    cfg = compose_pipeline([*FAST, "supernet=cifar", "+supernet.width_mult=1.2"])
-    reports = run_pipeline(cfg, tmp_path)
-    assert reports[1].arch.r == 32 and reports[1].params > reports[0].params
+def stage_seconds(run_dir: Path) -> dict[str, float]:
+    return {s: json.loads((run_dir / s / "stage.json").read_text())["seconds"] for s in STAGES}
 
 
-def test_cli_reports_bad_input_in_one_line(tmp_path):
+def test_every_stage_completes_and_the_report_answers_every_budget(run_dir):
+    for stage in STAGES:
+        assert json.loads((run_dir / stage / "stage.json").read_text())["complete"], stage
+    report = json.loads((run_dir / "search" / "report.json").read_text())
+    budgets = report["budgets"]
+    assert len(budgets) == 3
+    limits = [b["limits"]["latency_ms"] for b in budgets]
+    assert limits == sorted(limits)
+    for b in budgets:
+        assert b["arch"], b["message"]
+        assert b["predicted"]["latency_ms"] <= b["limits"]["latency_ms"]  # feasible by the predictor
+        assert 0.0 <= b["measured"]["acc"] <= 1.0 and b["measured"]["latency_ms"] > 0
+        assert b["macs"] > 0 and b["params"] > 0
+    assert (run_dir / "search" / "pareto.png").stat().st_size > 10_000
+    assert "| budget |" in (run_dir / "search" / "report.md").read_text()
+
+
+def test_exported_onnx_matches_the_torch_subnetwork(run_dir):
+    report = json.loads((run_dir / "search" / "report.json").read_text())
+    folder = Path(report["budgets"][0]["export"])
+    net = load_subnet(folder)
+    x = torch.randn(1, 1, net.arch.r, net.arch.r, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(x).numpy()
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert net.arch.key() == report["budgets"][0]["arch"]
+
+
+def test_rerun_skips_current_stages_and_a_changed_setting_reruns_only_its_stage(run_dir):
+    pipeline(run_dir)
+    first = stage_seconds(run_dir)
+    pipeline(run_dir, ["stages.search.n_trials=200"])
+    second = stage_seconds(run_dir)
+    assert {s: second[s] == first[s] for s in STAGES[:-1]} == dict.fromkeys(STAGES[:-1], True)
+    report = json.loads((run_dir / "search" / "report.json").read_text())
+    assert report["evaluations"] == 200
+
+
+def test_search_command_refuses_an_impossible_budget_in_one_line(run_dir, tmp_path):
     cmd = [
-        sys.executable,
-        "-m",
-        "search.pipeline",
-        *FAST,
-        f"hydra.run.dir={tmp_path}",
-        "+supernet.stage_strides=[3,2,2,1,2]",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == ["error: ValueError: stage_strides[0] = 3 is not allowed; allowed: 1, 2"]
+        sys.executable, "-m", "search.cli", f"checkpoint={run_dir / 'train'}", "threads=1",
+        f"predictors.acc={run_dir / 'fit' / 'acc'}", f"predictors.latency_ms={run_dir / 'fit' / 'latency_ms'}",
+        "budgets.latency_ms=[0.001]", "n_trials=100", "population_size=20", f"hydra.run.dir={tmp_path}",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: NoFeasibleArch: budget 'latency_ms<=0.001'") and "closest:" in line
     assert "Traceback" not in out.stdout + out.stderr
+    assert (tmp_path / "report.md").is_file()  # what was found is still written
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("device=no-such-device", "no-such-device"),
+        ("budgets.power_mw=[3]", "budgets.power_mw is not a budget metric; allowed: latency_ms, power_w, energy_mj"),
+        ("budgets.latency_ms=[-1]", "budgets.latency_ms = [-1] must be positive numbers"),
+    ],
+)
+def test_search_command_bad_input_is_one_line(run_dir, tmp_path, override, message):
+    cmd = [sys.executable, "-m", "search.cli", f"checkpoint={run_dir / 'train'}", override,
+           f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    if override.startswith("budgets.power_mw"):
+        cmd[-2] = "+" + override
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_search_refuses_predictors_of_another_space(run_dir, shared_data, tmp_path):
+    from omegaconf import OmegaConf
+
+    from predictors.fit import fit_predictor
+    from search.cli import run_search
+
+    lines = (shared_data / "ofa_mbv3_gpu_latency.csv").read_text().splitlines()[:201]
+    table = tmp_path / "imagenet_latency.csv"
+    table.write_text("\n".join(lines) + "\n")
+    other = tmp_path / "imagenet_predictor"
+    fit_predictor(table, "latency_ms_titan_rtx_b1", other, space="ofa_mbv3_w10", model="ridge", plot=False)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("search", overrides=[f"checkpoint={run_dir / 'train'}", f"predictors.latency_ms={other}",
+                                           f"predictors.acc={run_dir / 'fit' / 'acc'}"])  # fmt: skip
+    OmegaConf.set_struct(cfg, False)
+    with pytest.raises(ValueError, match="refit it with ofa-fit for this space"):
+        run_search(cfg, tmp_path / "out")
