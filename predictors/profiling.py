@@ -448,7 +448,7 @@ def summary_line(rows: Sequence[Mapping[str, Any]], drift_warn: float) -> str:
 
 
 # --- the command ----------------------------------------------------------------------------------
-MODES = ("subnets", "lut")
+MODES = ("subnets", "lut", "merge")
 
 
 def build_supernet(name: str, seed: int) -> OFAMobileNetV3:
@@ -477,6 +477,13 @@ def run_profile(cfg: Any, console: Console | None = None) -> ProfileReport:
         raise ValueError(f"mode = {cfg.mode!r} is not allowed; allowed: {', '.join(MODES)}")
     overrides = OmegaConf.to_container(cfg.device_overrides, resolve=True) if cfg.device_overrides else None
     profile = load_profile(cfg.device, root=cfg.profiles_dir or HW_PROFILES_DIR, overrides=overrides)
+    if cfg.mode == "merge":
+        from predictors.merge import merge_measurements
+
+        merged = merge_measurements(list(cfg.inputs or []), cfg.output or profile.measurements_csv)
+        console.print(f"merged into {merged.output}: {merged.added} rows added, {merged.duplicates} duplicates "
+                      f"skipped, {merged.total} rows")  # fmt: skip
+        return ProfileReport(merged.output, [], merged.duplicates, merged.total)
     supernet = build_supernet(cfg.supernet or profile.supernet, cfg.seed)
     output = cfg.output
     workdir = cfg.cache_dir

@@ -261,3 +261,38 @@ def test_repeatability_bench_runs(tmp_path, profiles_dir):
     summary = json.loads((tmp_path / "rt" / "summary.json").read_text())
     assert summary["n"] == 4 and -1 <= summary["kendall_tau"] <= 1 and "bar_met" in summary
     assert len(read(tmp_path / "rt" / "run1.csv")) == len(read(tmp_path / "rt" / "run2.csv")) == 4
+
+
+# --- parallel profiling: merge -------------------------------------------------------------------------
+def test_tables_profiled_in_parallel_merge_without_duplicates(profiles_dir, supernet, tmp_path):
+    profile = load_profile("tiny", root=profiles_dir)
+    a, b = tmp_path / "machine_a.csv", tmp_path / "machine_b.csv"
+    archs_a, archs_b = sample_spread(MNIST, 4, seed=1), sample_spread(MNIST, 4, seed=2)
+    profile_subnets(profile, supernet, archs_a, a, tmp_path / "cache", quiet(), seed=1)
+    profile_subnets(profile, supernet, archs_b, b, tmp_path / "cache", quiet(), seed=2)
+    overlap = len(set(keys(read(a))) & set(keys(read(b))))
+    assert overlap >= 2  # the smallest and the largest are in every sample
+    out = tmp_path / "measurements.csv"
+    overrides = ["device=tiny", f"profiles_dir={profiles_dir}", "mode=merge", f"inputs=[{a},{b}]", f"output={out}"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("profile", overrides=overrides)
+    report = run_profile(cfg, quiet())
+    merged = read(out)
+    assert len(merged) == report.total == 8 - overlap and report.skipped == overlap
+    assert sorted(keys(merged)) == sorted(set(keys(read(a))) | set(keys(read(b))))
+    assert list(merged[0]) == MEASUREMENT_COLUMNS
+    again = run_profile(cfg, quiet())  # merging the same files again adds nothing
+    assert again.total == len(merged) and read(out) == merged
+
+
+def test_merging_tables_of_another_space_is_refused(tmp_path):
+    from predictors.merge import merge_measurements
+
+    header = ",".join(MEASUREMENT_COLUMNS)
+    row = {c: "" for c in MEASUREMENT_COLUMNS} | {"ks": "3", "e": "3", "d": "2", "r": "20", "device": "x"}
+    for name, fp in (("a.csv", "aaa"), ("b.csv", "bbb")):
+        r = row | {"fingerprint": fp}
+        (tmp_path / name).write_text(header + "\n" + ",".join(r[c] for c in MEASUREMENT_COLUMNS) + "\n")
+    with pytest.raises(ValueError, match="tables of different supernets cannot be merged"):
+        merge_measurements([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()

@@ -300,3 +300,22 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_identical(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     digests = metrics["rank_param_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
+
+
+@pytest.mark.parametrize(("launcher", "target"), [("ofa_slurm", "SlurmLauncher"), ("ofa_local", "LocalLauncher")])
+def test_submitit_launcher_configs_compose(launcher, target):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == f"hydra_plugins.hydra_submitit_launcher.submitit_launcher.{target}"
+    assert cfg.hydra.launcher.timeout_min > 0
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_multirun(tmp_path):
+    cmd = ofa_cmd(
+        "ofa.training.train", "-m", *SMOKE, "hydra/launcher=ofa_local", "trainer.limit_train_batches=1",
+        "schedule=sandwich", "logger=none", "seed=0,1", f"hydra.sweep.dir={tmp_path}",
+    )  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(p.parent.name for p in tmp_path.glob("*/supernet.safetensors")) == ["0", "1"]
