@@ -197,7 +197,7 @@ def run_search(cfg: DictConfig, out: Path, console: Console | None = None, show_
             save_subnet(folder, space, arch, net_of[key], budget=c.budget.name, limits=limits,
                         predicted=row.predicted, measured=measured, device=profile.name)  # fmt: skip
             shape = (profile.batch_size, space.in_channels, arch.r, arch.r)
-            export_onnx(net_of[key], shape, folder / "model.onnx", exporter=cfg.onnx_exporter)
+            export_onnx(net_of[key], shape, folder / "model.onnx", exporter=cfg.onnx_exporter or profile.onnx_exporter)
         rows.append(row)
 
     seconds = time.perf_counter() - start
