@@ -29,7 +29,7 @@ from ofa.checkpoint import read_supernet_metadata
 from ofa.cli import make_console
 from predictors.predictor import load_predictor
 from search.genes import MBV3Genes
-from search.objectives import Budget, Constraint, from_predictor
+from search.objectives import Budget, Constraint
 
 
 class Recorder:
@@ -106,7 +106,9 @@ def main() -> None:
     if not ckpt.is_file():
         raise SystemExit(f"error: {ckpt} not found; run the main job first (make run) or pass --run <pipeline run>")
     space = read_supernet_metadata(ckpt)["space"]
-    rec = Recorder(load_predictor(args.run / "fit" / "acc", space), load_predictor(args.run / "fit" / "latency_ms", space))
+    rec = Recorder(
+        load_predictor(args.run / "fit" / "acc", space), load_predictor(args.run / "fit" / "latency_ms", space)
+    )
     limits = json.loads((args.run / "search" / "stage.json").read_text())["summary"]["budgets_latency_ms"]
     budgets = [Budget(f"latency_ms<={v:g}", (Constraint("latency_ms", v),)) for v in limits]
 
@@ -114,7 +116,9 @@ def main() -> None:
     settle = {"ours": [], "stock": []}
     for seed in range(args.seeds):  # interleaved: ours then stock for each seed
         for name in ("ours", "stock"):
-            rate, log = ours(space, rec, budgets, args.evals, seed) if name == "ours" else stock(space, rec, args.evals, seed)
+            rate, log = (
+                ours(space, rec, budgets, args.evals, seed) if name == "ours" else stock(space, rec, args.evals, seed)
+            )
             speed[name].append(rate)
             settle[name].append(settle_times(log, limits))
             console.print(f"seed {seed} {name}: {rate:.0f} evaluations/s")

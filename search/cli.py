@@ -249,13 +249,11 @@ def _log_wandb(cfg: DictConfig, out: Path, rows: list[BudgetRow], result: Any) -
             if r.ok:
                 table.add_data(r.budget, r.arch, r.predicted.get("acc"), r.measured.get("acc"),
                                r.predicted.get("latency_ms"), r.measured.get("latency_ms"), r.macs)  # fmt: skip
-        evaluated = wandb.Table(columns=["latency_ms", "acc"],
-                                data=[[e.values["latency_ms"], e.values["acc"]] for e in result.evaluations])  # fmt: skip
-        run.log({
-            "search/choices": table,
-            "search/evaluated": wandb.plot.scatter(evaluated, "latency_ms", "acc", title="predicted latency vs accuracy"),
-            "search/pareto": wandb.Image(str(out / "pareto.png")),
-        })  # fmt: skip
+        points = [[e.values["latency_ms"], e.values["acc"]] for e in result.evaluations]
+        evaluated = wandb.Table(columns=["latency_ms", "acc"], data=points)
+        scatter = wandb.plot.scatter(evaluated, "latency_ms", "acc", title="predicted latency vs accuracy")
+        pareto = wandb.Image(str(out / "pareto.png"))
+        run.log({"search/choices": table, "search/evaluated": scatter, "search/pareto": pareto})
     finally:
         run.finish()
 

@@ -164,8 +164,13 @@ def predictor_table(fit_summary: dict[str, Any]) -> Table:
         table.add_column(col, justify="left" if col in ("target", "model") else "right")
     for target, m in fit_summary.items():
         table.add_row(
-            target, str(m["model"]), f"{m['kendall_tau']:.3f}", f"{m['spearman']:.3f}", f"{m['mape']:.2f}",
-            f"{m['within_10pct']:.2f}", f"{m['n_train']} / {m['n_test']}",
+            target,
+            str(m["model"]),
+            f"{m['kendall_tau']:.3f}",
+            f"{m['spearman']:.3f}",
+            f"{m['mape']:.2f}",
+            f"{m['within_10pct']:.2f}",
+            f"{m['n_train']} / {m['n_test']}",
         )
     return table
 

@@ -144,3 +144,19 @@ def test_search_refuses_predictors_of_another_space(run_dir, shared_data, tmp_pa
     OmegaConf.set_struct(cfg, False)
     with pytest.raises(ValueError, match="refit it with ofa-fit for this space"):
         run_search(cfg, tmp_path / "out")
+
+
+def test_search_logs_its_table_and_plots_to_an_offline_wandb_run(run_dir, tmp_path):
+    cmd = [
+        sys.executable, "-m", "search.cli", f"checkpoint={run_dir / 'train'}", "threads=1",
+        f"predictors.acc={run_dir / 'fit' / 'acc'}", f"predictors.latency_ms={run_dir / 'fit' / 'latency_ms'}",
+        "budgets.latency_ms=[100]", "n_trials=60", "population_size=20", "measure_latency=false", "export=false",
+        "wandb.enabled=true", "wandb.mode=offline", f"hydra.run.dir={tmp_path}",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    records = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
+    for key in (b"search/choices", b"search/evaluated", b"search/pareto"):
+        assert key in records, key
