@@ -191,13 +191,15 @@ def run_search(cfg: DictConfig, out: Path, console: Console | None = None, show_
         folder = out / "subnets" / _slug(c.budget.name)
         row = BudgetRow(
             c.budget.name, limits, key, c.message, predicted=dict(c.evaluation.values), measured=measured,
-            macs=supernet.count_macs(arch), params=supernet.count_params(arch), export=str(folder),
+            macs=supernet.count_macs(arch), params=supernet.count_params(arch),
+            export=str(folder) if cfg.export else None,
         )  # fmt: skip
         if cfg.export:
             save_subnet(folder, space, arch, net_of[key], budget=c.budget.name, limits=limits,
                         predicted=row.predicted, measured=measured, device=profile.name)  # fmt: skip
             shape = (profile.batch_size, space.in_channels, arch.r, arch.r)
-            export_onnx(net_of[key], shape, folder / "model.onnx", exporter=cfg.onnx_exporter or profile.onnx_exporter)
+            exporter = cfg.onnx_exporter or profile.onnx_exporter
+            export_onnx(net_of[key], shape, folder / "model.onnx", exporter=exporter)
         rows.append(row)
 
     seconds = time.perf_counter() - start
