@@ -56,7 +56,7 @@ def budgets_from(cfg_budgets: Any, profile: DeviceProfile) -> dict[str, list[flo
     """Budgets per metric: the command line's where given, else the profile's."""
     given = OmegaConf.to_container(cfg_budgets, resolve=True) if cfg_budgets is not None else {}
     if not isinstance(given, dict):
-        raise ValueError(f"budgets = {given!r} must map metrics to lists, e.g. budgets.latency_ms=[1.5,2.5]")
+        raise ValueError(f"budgets = {given!r} must map metrics to lists, e.g. budgets.latency_ms=[0.6,0.9]")
     out: dict[str, list[float]] = {}
     for metric, values in given.items():
         if metric not in HARDWARE_TARGETS:
@@ -72,7 +72,7 @@ def budgets_from(cfg_budgets: Any, profile: DeviceProfile) -> dict[str, list[flo
     if not out:
         raise ValueError(
             f"device {profile.name!r} has no budgets (profile.yaml budgets:) and none were given; "
-            "pass e.g. budgets.latency_ms=[1.5,2.5]"
+            "pass e.g. budgets.latency_ms=[0.6,0.9]"
         )
     return out
 
