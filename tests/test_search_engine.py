@@ -237,6 +237,43 @@ def test_two_worker_processes_share_one_journal_study(tmp_path):
         assert t.values == [count_params(SPACE, arch), count_macs(SPACE, arch)]
 
 
+def test_proposals_are_added_as_completed_trials_that_nsga2_reads(tmp_path):
+    """Seeds and refinement moves skip ask/tell: Optuna must still see them as told trials."""
+    journal = tmp_path / "s.log"
+    search.run(SPACE, objectives(), [Constraint("macs", 35e6)], 120, 20, 0, str(journal), budgets=BUDGETS[:1])
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    study = optuna.load_study(study_name=None, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    origins = Counter(t.user_attrs.get("origin", "child") for t in trials)
+    assert origins["seed"] == 2 and origins["refine"] > 0 and origins["child"] > 0
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    genes = search.MBV3Genes(SPACE)
+    generation = optuna.samplers.NSGAIISampler._get_generation_key()
+    for t in trials:
+        arch = genes.parse(t.user_attrs["key"])
+        macs = count_macs(SPACE, arch)
+        assert t.values == [count_params(SPACE, arch), macs]
+        assert t.constraints == {"macs": pytest.approx((macs - 35e6) / 35e6)}
+        assert generation in t.system_attrs
+        assert set(t.params) == {g.name for g in genes.genes}
+    # NSGA-II picked parents among the added trials too
+    cached = storage.get_study_system_attrs(study._study_id)
+    parents = {i for k, ids in cached.items() if k.startswith("NSGAIISampler:parent:") for i in ids}
+    assert parents & {t._trial_id for t in trials if t.user_attrs.get("origin") == "refine"}
+
+
+def test_the_known_search_space_samples_as_optunas_inferred_one(monkeypatch):
+    """The engine tells NSGA-II its genes instead of letting it intersect every trial's: same search."""
+    stock = lambda name, n_obj, pop, seed, genes: optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
+    runs = []
+    for patch in (False, True):
+        if patch:
+            monkeypatch.setattr(search.engine, "_make_sampler", stock)
+        res = search.run(SPACE, objectives(), [], 150, 30, 4, budgets=BUDGETS[:1])
+        runs.append([(e.key, e.trial) for e in res.evaluations])
+    assert runs[0] == runs[1]
+
+
 def test_three_objectives_use_nsga3():
     depth = Metric("depth", lambda archs: [sum(a.d) for a in archs], "minimize")
     result = search.run(SPACE, [*objectives(), depth], [], 60, 20, 0, sampler="nsga2")
