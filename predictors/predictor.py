@@ -66,10 +66,14 @@ class Predictor:
         transform: str = "none",
         metrics: Mapping[str, Any] | None = None,
         info: Mapping[str, Any] | None = None,
+        clip: tuple[float, float] | None = None,
     ) -> None:
         if transform not in TRANSFORMS:
             raise ValueError(f"transform = {transform!r} is not allowed; allowed: {', '.join(TRANSFORMS)}")
         self.space, self.target, self.model, self.transform = space, target, model, transform
+        # Predictions are clipped to this range (ofa-fit: the training targets' range for
+        # accuracy), so a search cannot chase a model's extrapolation above anything measured.
+        self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
         self.metrics: dict[str, Any] = dict(metrics or {})
         self.info: dict[str, Any] = dict(info or {})
 
@@ -77,7 +81,10 @@ class Predictor:
     def kind(self) -> str:
         return self.model.kind
 
-    def fit_arrays(self, arrays: ArchArrays, y: np.ndarray, seed: int = 0) -> Predictor:
+    def fit_arrays(self, arrays: ArchArrays, y: np.ndarray, seed: int = 0, clip_to_targets: bool = False) -> Predictor:
+        """Fit on `arrays` and targets `y`; `clip_to_targets`: clip later predictions to [min(y), max(y)]."""
+        if clip_to_targets:
+            self.clip = (float(np.min(y)), float(np.max(y)))
         self.model.fit(
             self.model.features(arrays, self.space), forward_transform(np.asarray(y, float), self.transform), seed
         )
@@ -87,14 +94,16 @@ class Predictor:
         if len(arrays) == 0:
             return np.zeros(0)
         z = self.model.predict(self.model.features(arrays, self.space))
-        return np.asarray(inverse_transform(z, self.transform), dtype=np.float64)
+        y = np.asarray(inverse_transform(z, self.transform), dtype=np.float64)
+        return y if self.clip is None else np.clip(y, *self.clip)
 
     def predict(self, archs: Sequence[ArchConfig]) -> np.ndarray:
         """One float64 prediction per config, in order (vectorised)."""
         return self.predict_arrays(to_arrays(archs, self.space))
 
     def describe(self) -> str:
-        return self.model.describe() + (", log target" if self.transform == "log" else "")
+        clipped = "" if self.clip is None else f", clipped to [{self.clip[0]:.4g}, {self.clip[1]:.4g}]"
+        return self.model.describe() + (", log target" if self.transform == "log" else "") + clipped
 
     # --- persistence ------------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:
@@ -115,6 +124,7 @@ class Predictor:
             "format_version": FORMAT_VERSION,
             "target": self.target,
             "transform": self.transform,
+            "clip": None if self.clip is None else list(self.clip),
             "space_name": self.space.name,
             "space_fingerprint": self.space.fingerprint(),
             "feature_version": FEATURE_VERSION,
@@ -171,4 +181,5 @@ def load_predictor(path: str | Path, space: MBV3Space) -> Predictor:
     spec = doc["model"]
     lut = doc["state"].get("lut_ms") if spec["kind"] == "lut" else None
     model = build_model(spec["kind"], spec["config"], lut=lut).load_state(doc["state"], arrays)
-    return Predictor(space, doc["target"], model, doc["transform"], doc.get("metrics"), doc.get("info"))
+    clip = doc.get("clip")
+    return Predictor(space, doc["target"], model, doc["transform"], doc.get("metrics"), doc.get("info"), clip)

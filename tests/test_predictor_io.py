@@ -140,3 +140,20 @@ def test_predict_batch_of_ten_thousand(mnist_table):
     # batch prediction equals one-by-one prediction
     assert np.allclose(out[:5], [pred.predict([a])[0] for a in archs[:5]], rtol=1e-12)
     assert len(to_arrays(archs, space)) == 10_000
+
+
+def test_a_clipped_predictor_never_leaves_the_training_range_and_keeps_it_on_disk(mnist_table, tmp_path):
+    space, table, _ = mnist_table
+    lo, hi = np.quantile(table.y, [0.25, 0.75])
+    inner = (table.y >= lo) & (table.y <= hi)  # fit on the middle half: the extremes extrapolate
+    pred = Predictor(space, "mmacs", RidgeModel("all"), "none")
+    pred.fit_arrays(table.arrays.take(np.flatnonzero(inner)), table.y[inner], clip_to_targets=True)
+    assert pred.clip == (table.y[inner].min(), table.y[inner].max())
+    fresh = sample_archs(space, 400, seed=5)
+    clipped = pred.predict(fresh)
+    assert clipped.min() >= pred.clip[0] and clipped.max() <= pred.clip[1]
+    assert np.isclose(clipped.max(), pred.clip[1]) and np.isclose(clipped.min(), pred.clip[0])  # it did clip
+    pred.save(tmp_path)
+    loaded = load_predictor(tmp_path, space)
+    assert loaded.clip == pred.clip and np.array_equal(loaded.predict(fresh), clipped)
+    assert "clipped to" in loaded.describe()
