@@ -72,7 +72,7 @@ def interleaved_timed_rounds(
 
 def median_call_ms(fn: Callable[[], object], calls: int, clock: Callable[[], float] = time.perf_counter) -> float:
     """Median time (ms) of `calls` calls of `fn` on `clock` (wall clock by default; `time.thread_time`
-    counts only the CPU time of the calling thread, immune to other processes taking the core)."""
+    counts only the CPU time of the calling thread: time switched out for other processes does not count)."""
     times = []
     for _ in range(calls):
         start = clock()
