@@ -92,14 +92,14 @@ def main() -> None:
             console.print(f"{column} ({split} split): tau {m['kendall_tau']:.3f} vs baseline {b['kendall_tau']:.3f}")
 
     table = Table(title="Held-out Kendall tau, 4,000 training / 1,000 held-out rows")
-    names = ("column", "split", "chosen", "ours", "baseline", "ours/baseline", "README baseline")
+    names = ("column (latency_ms_)", "split", "chosen", "ours", "baseline", "ours/baseline", "README baseline")
     names += ("within 10%", "baseline w10%")
     for name in names:
-        table.add_column(name, justify="left" if name in ("column", "split", "chosen") else "right")
+        table.add_column(name, justify="left" if name in (names[0], "split", "chosen") else "right")
     for r in rows:
         quoted = r["readme_baseline_tau"]
         table.add_row(
-            r["column"],
+            r["column"].removeprefix("latency_ms_"),
             r["split"],
             r["chosen"],
             f"{r['tau']:.3f}",
