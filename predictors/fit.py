@@ -206,13 +206,13 @@ def _fit_score(
     seed: int,
     clip: bool = False,
 ) -> dict[str, float]:
-    from predictors.predictor import forward_transform, inverse_transform
+    from predictors.predictor import forward_transform, inverse_transform, soft_bound
 
     model = build_model(candidate.kind, candidate.config, lut=lut)
     model.fit(X[train], forward_transform(y[train], candidate.transform), seed)
     pred = inverse_transform(model.predict(X[val]), candidate.transform)
     if clip:
-        pred = np.clip(pred, y[train].min(), y[train].max())
+        pred = soft_bound(pred, y[train].min(), y[train].max())
     return regression_metrics(y[val], pred)
 
 
@@ -247,7 +247,7 @@ def fit_predictor(
     console: Console | None = None,
 ) -> FitResult:
     """Fit, choose, score and save a predictor of column `target` of `table` into `out`.
-    `clip`: predictions (CV, held-out and later) are clipped to the training targets' range."""
+    `clip`: predictions (CV, held-out and later) are softly bounded to the training targets' range."""
     console = console or make_console()
     space = get_space(space) if isinstance(space, str) else space
     kinds = parse_models(model)

@@ -42,6 +42,17 @@ def inverse_transform(z: np.ndarray, transform: str) -> np.ndarray:
     return np.exp(z) if transform == "log" else z
 
 
+SOFT_MARGIN = 0.1  # of the measured range: how far past it a bounded prediction may go
+
+
+def soft_bound(y: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Values outside [lo, hi] squashed into a margin beyond it (tanh), strictly monotone: the
+    ranking a search uses is unchanged, the figures it reports stay near what was measured."""
+    m = max(SOFT_MARGIN * (hi - lo), 1e-12)
+    y = np.where(y > hi, hi + m * np.tanh((y - hi) / m), y)
+    return np.where(y < lo, lo - m * np.tanh((lo - y) / m), y)
+
+
 def json_safe(obj: Any) -> Any:
     """NaN and infinities become null (strict JSON); numpy scalars become Python numbers."""
     if isinstance(obj, Mapping):
@@ -71,8 +82,9 @@ class Predictor:
         if transform not in TRANSFORMS:
             raise ValueError(f"transform = {transform!r} is not allowed; allowed: {', '.join(TRANSFORMS)}")
         self.space, self.target, self.model, self.transform = space, target, model, transform
-        # Predictions are clipped to this range (ofa-fit: the training targets' range for
-        # accuracy), so a search cannot chase a model's extrapolation above anything measured.
+        # Predictions beyond this range (ofa-fit: the training targets' range, for accuracy) are
+        # squashed into a small margin past it: a 3x400 MLP fitted on accuracies up to 94.6%
+        # predicted 99.7% for archs that measured 90%.  Monotone, so rankings do not change.
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
         self.metrics: dict[str, Any] = dict(metrics or {})
         self.info: dict[str, Any] = dict(info or {})
@@ -82,7 +94,8 @@ class Predictor:
         return self.model.kind
 
     def fit_arrays(self, arrays: ArchArrays, y: np.ndarray, seed: int = 0, clip_to_targets: bool = False) -> Predictor:
-        """Fit on `arrays` and targets `y`; `clip_to_targets`: clip later predictions to [min(y), max(y)]."""
+        """Fit on `arrays` and targets `y`; `clip_to_targets`: bound later predictions softly to
+        [min(y), max(y)] (`soft_bound`)."""
         if clip_to_targets:
             self.clip = (float(np.min(y)), float(np.max(y)))
         self.model.fit(
@@ -95,14 +108,14 @@ class Predictor:
             return np.zeros(0)
         z = self.model.predict(self.model.features(arrays, self.space))
         y = np.asarray(inverse_transform(z, self.transform), dtype=np.float64)
-        return y if self.clip is None else np.clip(y, *self.clip)
+        return y if self.clip is None else soft_bound(y, *self.clip)
 
     def predict(self, archs: Sequence[ArchConfig]) -> np.ndarray:
         """One float64 prediction per config, in order (vectorised)."""
         return self.predict_arrays(to_arrays(archs, self.space))
 
     def describe(self) -> str:
-        clipped = "" if self.clip is None else f", clipped to [{self.clip[0]:.4g}, {self.clip[1]:.4g}]"
+        clipped = "" if self.clip is None else f", soft-bounded to [{self.clip[0]:.4g}, {self.clip[1]:.4g}]"
         return self.model.describe() + (", log target" if self.transform == "log" else "") + clipped
 
     # --- persistence ------------------------------------------------------------------------

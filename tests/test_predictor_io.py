@@ -15,7 +15,7 @@ from ofa.space import get_space
 from predictors import load_predictor
 from predictors.features import FEATURE_VERSION, to_arrays
 from predictors.models import GBTModel, LUTModel, MLPModel, RidgeModel
-from predictors.predictor import Predictor
+from predictors.predictor import SOFT_MARGIN, Predictor
 from predictors.table import read_lut, read_table
 from tests.predictor_tables import sample_archs, write_cost_table, write_macs_lut
 
@@ -142,18 +142,24 @@ def test_predict_batch_of_ten_thousand(mnist_table):
     assert len(to_arrays(archs, space)) == 10_000
 
 
-def test_a_clipped_predictor_never_leaves_the_training_range_and_keeps_it_on_disk(mnist_table, tmp_path):
+def test_a_bounded_predictor_stays_near_the_training_range_keeps_its_ranking_and_saves_it(mnist_table, tmp_path):
     space, table, _ = mnist_table
     lo, hi = np.quantile(table.y, [0.25, 0.75])
     inner = (table.y >= lo) & (table.y <= hi)  # fit on the middle half: the extremes extrapolate
+    free = Predictor(space, "mmacs", RidgeModel("all"), "none")
+    free.fit_arrays(table.arrays.take(np.flatnonzero(inner)), table.y[inner])
     pred = Predictor(space, "mmacs", RidgeModel("all"), "none")
     pred.fit_arrays(table.arrays.take(np.flatnonzero(inner)), table.y[inner], clip_to_targets=True)
     assert pred.clip == (table.y[inner].min(), table.y[inner].max())
     fresh = sample_archs(space, 400, seed=5)
-    clipped = pred.predict(fresh)
-    assert clipped.min() >= pred.clip[0] and clipped.max() <= pred.clip[1]
-    assert np.isclose(clipped.max(), pred.clip[1]) and np.isclose(clipped.min(), pred.clip[0])  # it did clip
+    unbounded, bounded = free.predict(fresh), pred.predict(fresh)
+    margin = SOFT_MARGIN * (pred.clip[1] - pred.clip[0])
+    assert unbounded.max() > pred.clip[1] + margin and unbounded.min() < pred.clip[0] - margin  # it extrapolates
+    assert bounded.max() <= pred.clip[1] + margin and bounded.min() >= pred.clip[0] - margin
+    assert np.array_equal(np.argsort(bounded, kind="stable"), np.argsort(unbounded, kind="stable"))  # same ranking
+    inside = (unbounded >= pred.clip[0]) & (unbounded <= pred.clip[1])
+    assert np.array_equal(bounded[inside], unbounded[inside])
     pred.save(tmp_path)
     loaded = load_predictor(tmp_path, space)
-    assert loaded.clip == pred.clip and np.array_equal(loaded.predict(fresh), clipped)
-    assert "clipped to" in loaded.describe()
+    assert loaded.clip == pred.clip and np.array_equal(loaded.predict(fresh), bounded)
+    assert "soft-bounded to" in loaded.describe()
