@@ -204,14 +204,14 @@ def _fit_score(
     val: np.ndarray,
     lut,
     seed: int,
-    clip: bool = False,
+    bound: bool = False,
 ) -> dict[str, float]:
     from predictors.predictor import forward_transform, inverse_transform, soft_bound
 
     model = build_model(candidate.kind, candidate.config, lut=lut)
     model.fit(X[train], forward_transform(y[train], candidate.transform), seed)
     pred = inverse_transform(model.predict(X[val]), candidate.transform)
-    if clip:
+    if bound:
         pred = soft_bound(pred, y[train].min(), y[train].max())
     return regression_metrics(y[val], pred)
 
@@ -240,14 +240,14 @@ def fit_predictor(
     transform: str = "auto",
     cv_folds: int = 5,
     seed: int = 0,
-    clip: bool = False,
+    bound: bool = False,
     model_configs: Mapping[str, Mapping[str, Any]] | None = None,
     grid: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
     plot: bool = True,
     console: Console | None = None,
 ) -> FitResult:
     """Fit, choose, score and save a predictor of column `target` of `table` into `out`.
-    `clip`: predictions (CV, held-out and later) are softly bounded to the training targets' range."""
+    `bound`: predictions (CV, held-out and later) are softly bounded to the training targets' range."""
     console = console or make_console()
     space = get_space(space) if isinstance(space, str) else space
     kinds = parse_models(model)
@@ -285,7 +285,7 @@ def fit_predictor(
                 start = time.perf_counter()
                 for val in folds:
                     train = np.setdiff1d(all_rows, val)
-                    score.folds.append(_fit_score(cand, X, y_train, train, val, lut_table, seed, clip))
+                    score.folds.append(_fit_score(cand, X, y_train, train, val, lut_table, seed, bound))
                     progress.advance(task)
                 score.seconds = time.perf_counter() - start
                 scores.append(score)
@@ -296,7 +296,7 @@ def fit_predictor(
     with console.status(f"fitting {chosen.name} on all {len(y_train)} training rows"):
         start = time.perf_counter()
         predictor = Predictor(space, target, build_model(chosen.kind, chosen.config, lut=lut_table), chosen.transform)
-        predictor.fit_arrays(train_arrays, y_train, seed, clip_to_targets=clip)
+        predictor.fit_arrays(train_arrays, y_train, seed, bound_to_targets=bound)
         fit_seconds = time.perf_counter() - start
     held_out = regression_metrics(y_test, predictor.predict_arrays(test_arrays))
     baseline = Predictor(space, target, build_model(BASELINE["kind"], BASELINE["config"]), BASELINE["transform"])
@@ -422,7 +422,7 @@ def fit_from_config(cfg: DictConfig, out: str | Path | None = None, console: Con
         transform=str(cfg.transform),
         cv_folds=int(cfg.cv_folds),
         seed=int(cfg.seed),
-        clip=bool(cfg.get("clip", False)),
+        bound=bool(cfg.get("bound", False)),
         model_configs=models,
         grid=grid,
         console=console,

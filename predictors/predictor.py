@@ -77,7 +77,7 @@ class Predictor:
         transform: str = "none",
         metrics: Mapping[str, Any] | None = None,
         info: Mapping[str, Any] | None = None,
-        clip: tuple[float, float] | None = None,
+        bounds: tuple[float, float] | None = None,
     ) -> None:
         if transform not in TRANSFORMS:
             raise ValueError(f"transform = {transform!r} is not allowed; allowed: {', '.join(TRANSFORMS)}")
@@ -85,7 +85,7 @@ class Predictor:
         # Predictions beyond this range (ofa-fit: the training targets' range, for accuracy) are
         # squashed into a small margin past it: a 3x400 MLP fitted on accuracies up to 94.6%
         # predicted 99.7% for archs that measured 90%.  Monotone, so rankings do not change.
-        self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
+        self.bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
         self.metrics: dict[str, Any] = dict(metrics or {})
         self.info: dict[str, Any] = dict(info or {})
 
@@ -93,11 +93,11 @@ class Predictor:
     def kind(self) -> str:
         return self.model.kind
 
-    def fit_arrays(self, arrays: ArchArrays, y: np.ndarray, seed: int = 0, clip_to_targets: bool = False) -> Predictor:
-        """Fit on `arrays` and targets `y`; `clip_to_targets`: bound later predictions softly to
+    def fit_arrays(self, arrays: ArchArrays, y: np.ndarray, seed: int = 0, bound_to_targets: bool = False) -> Predictor:
+        """Fit on `arrays` and targets `y`; `bound_to_targets`: bound later predictions softly to
         [min(y), max(y)] (`soft_bound`)."""
-        if clip_to_targets:
-            self.clip = (float(np.min(y)), float(np.max(y)))
+        if bound_to_targets:
+            self.bounds = (float(np.min(y)), float(np.max(y)))
         self.model.fit(
             self.model.features(arrays, self.space), forward_transform(np.asarray(y, float), self.transform), seed
         )
@@ -108,15 +108,15 @@ class Predictor:
             return np.zeros(0)
         z = self.model.predict(self.model.features(arrays, self.space))
         y = np.asarray(inverse_transform(z, self.transform), dtype=np.float64)
-        return y if self.clip is None else soft_bound(y, *self.clip)
+        return y if self.bounds is None else soft_bound(y, *self.bounds)
 
     def predict(self, archs: Sequence[ArchConfig]) -> np.ndarray:
         """One float64 prediction per config, in order (vectorised)."""
         return self.predict_arrays(to_arrays(archs, self.space))
 
     def describe(self) -> str:
-        clipped = "" if self.clip is None else f", soft-bounded to [{self.clip[0]:.4g}, {self.clip[1]:.4g}]"
-        return self.model.describe() + (", log target" if self.transform == "log" else "") + clipped
+        bounded = "" if self.bounds is None else f", soft-bounded to [{self.bounds[0]:.4g}, {self.bounds[1]:.4g}]"
+        return self.model.describe() + (", log target" if self.transform == "log" else "") + bounded
 
     # --- persistence ------------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:
@@ -137,7 +137,7 @@ class Predictor:
             "format_version": FORMAT_VERSION,
             "target": self.target,
             "transform": self.transform,
-            "clip": None if self.clip is None else list(self.clip),
+            "bounds": None if self.bounds is None else list(self.bounds),
             "space_name": self.space.name,
             "space_fingerprint": self.space.fingerprint(),
             "feature_version": FEATURE_VERSION,
@@ -194,5 +194,5 @@ def load_predictor(path: str | Path, space: MBV3Space) -> Predictor:
     spec = doc["model"]
     lut = doc["state"].get("lut_ms") if spec["kind"] == "lut" else None
     model = build_model(spec["kind"], spec["config"], lut=lut).load_state(doc["state"], arrays)
-    clip = doc.get("clip")
-    return Predictor(space, doc["target"], model, doc["transform"], doc.get("metrics"), doc.get("info"), clip)
+    bounds = doc.get("bounds")
+    return Predictor(space, doc["target"], model, doc["transform"], doc.get("metrics"), doc.get("info"), bounds)

@@ -103,7 +103,7 @@ def fit_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
         grid = OmegaConf.to_container(preset_cfg.grid, resolve=True)
         result = fit_predictor(
             table, target, folder, space=_space_of(cfg), model=model, transform=str(preset_cfg.transform),
-            clip=bool(preset_cfg.get("clip", False)), model_configs=models, grid=grid, seed=settings["seed"],
+            bound=bool(preset_cfg.get("bound", False)), model_configs=models, grid=grid, seed=settings["seed"],
             console=runner.console,
         )  # fmt: skip
         keys = ("model", "kendall_tau", "spearman", "rmse", "mape", "within_5pct", "within_10pct", "n_train", "n_test")

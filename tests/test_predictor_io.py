@@ -149,17 +149,17 @@ def test_a_bounded_predictor_stays_near_the_training_range_keeps_its_ranking_and
     free = Predictor(space, "mmacs", RidgeModel("all"), "none")
     free.fit_arrays(table.arrays.take(np.flatnonzero(inner)), table.y[inner])
     pred = Predictor(space, "mmacs", RidgeModel("all"), "none")
-    pred.fit_arrays(table.arrays.take(np.flatnonzero(inner)), table.y[inner], clip_to_targets=True)
-    assert pred.clip == (table.y[inner].min(), table.y[inner].max())
+    pred.fit_arrays(table.arrays.take(np.flatnonzero(inner)), table.y[inner], bound_to_targets=True)
+    assert pred.bounds == (table.y[inner].min(), table.y[inner].max())
     fresh = sample_archs(space, 400, seed=5)
     unbounded, bounded = free.predict(fresh), pred.predict(fresh)
-    margin = SOFT_MARGIN * (pred.clip[1] - pred.clip[0])
-    assert unbounded.max() > pred.clip[1] + margin and unbounded.min() < pred.clip[0] - margin  # it extrapolates
-    assert bounded.max() <= pred.clip[1] + margin and bounded.min() >= pred.clip[0] - margin
+    margin = SOFT_MARGIN * (pred.bounds[1] - pred.bounds[0])
+    assert unbounded.max() > pred.bounds[1] + margin and unbounded.min() < pred.bounds[0] - margin  # it extrapolates
+    assert bounded.max() <= pred.bounds[1] + margin and bounded.min() >= pred.bounds[0] - margin
     assert np.array_equal(np.argsort(bounded, kind="stable"), np.argsort(unbounded, kind="stable"))  # same ranking
-    inside = (unbounded >= pred.clip[0]) & (unbounded <= pred.clip[1])
+    inside = (unbounded >= pred.bounds[0]) & (unbounded <= pred.bounds[1])
     assert np.array_equal(bounded[inside], unbounded[inside])
     pred.save(tmp_path)
     loaded = load_predictor(tmp_path, space)
-    assert loaded.clip == pred.clip and np.array_equal(loaded.predict(fresh), bounded)
+    assert loaded.bounds == pred.bounds and np.array_equal(loaded.predict(fresh), bounded)
     assert "soft-bounded to" in loaded.describe()
