@@ -4,8 +4,12 @@ Shared VMs change speed over minutes (another tenant on the same physical core, 
 changes), and thread CPU time does not hide it. Before `ofa-profile` or
 `bench/profile_repeatability.py`, this times the profile's reference sub-network (the one every
 profiling group re-measures) with the profile's own backend, clock and round length, and
-prints the spread of the per-round medians. Run it twice a few minutes apart: if the two
-medians differ by more than ~5 %, or the spread inside a run exceeds ~5 %, profile later.
+prints the spread of the per-round medians and the floor (the profile's `floor_quantile` of
+all calls: the speed between slow spells). Run it twice a few minutes apart: if the two
+medians differ by more than ~5 %, or the spread inside a run exceeds ~5 %, the host is busy;
+a profile with `statistic: floor` and `normalize: reference` copes with that (see
+bench/README), one with `statistic: median` does not. On a new machine type, the floor is
+what to put in the profile's `timing.reference_ms`.
 
     .venv/bin/python bench/host_steadiness.py [--device cpu-ort] [--rounds 40]
 """
@@ -41,13 +45,16 @@ def main() -> None:
         try:
             warm_up(runner, plan)
             n = iterations_for(runner, plan)
-            rounds = np.array([runner.time_round(n) for _ in range(args.rounds)])
+            calls = [runner.time_calls(n) for _ in range(args.rounds)]
         finally:
             runner.close()
+    rounds = np.array([np.median(c) for c in calls])
+    floor = float(np.quantile(np.concatenate(calls), profile.timing.floor_quantile))
     console.print(
         f"{profile.name} ({profile.backend}, clock {profile.timing.clock}), reference sub-network, "
         f"{args.rounds} rounds of {n} calls: median {np.median(rounds):.3f} ms, "
-        f"CV across rounds {rounds.std() / rounds.mean():.3f}, max/min {rounds.max() / rounds.min():.2f}"
+        f"CV across rounds {rounds.std() / rounds.mean():.3f}, max/min {rounds.max() / rounds.min():.2f}; "
+        f"floor (p{profile.timing.floor_quantile * 100:g} of all calls) {floor:.3f} ms"
     )
 
 

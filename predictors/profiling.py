@@ -42,12 +42,17 @@ from predictors.measure.torch_cpu import torch_threads
 from predictors.sampling import reference_arch, sample_spread
 
 STAT_COLUMNS = [
-    "latency_ms",
+    "latency_ms",  # the profile's timing.statistic: latency_median_ms or latency_floor_ms
+    "latency_stat",  # median | floor, with "*ref" when normalised to the reference (see _row)
+    "latency_scale",  # the factor applied to latency_<stat>_ms (1 when not normalised)
+    "latency_median_ms",
+    "latency_floor_ms",
     "latency_p10_ms",
     "latency_p90_ms",
     "latency_iqr_ms",
     "latency_cv",
     "latency_rounds",
+    "latency_calls",
     "iterations_per_round",
     "remeasured",
     "power_w",
@@ -58,7 +63,9 @@ STAT_COLUMNS = [
 CONTEXT_COLUMNS = [
     "ref_latency_ms",
     "ref_drift",
+    "ref_anchor_ms",
     "group",
+    "group_retries",
     "run_id",
     "timestamp",
     "device",
@@ -78,8 +85,11 @@ LUT_COLUMNS = ["shape", *STAT_COLUMNS, "macs", "params", *CONTEXT_COLUMNS]
 
 
 # --- CSV: read, check, append atomically ----------------------------------------------------------
-def read_rows(path: Path, columns: Sequence[str], fingerprint: str) -> list[dict[str, str]]:
-    """Rows of an existing table, refused if its header or space fingerprint differ."""
+def read_rows(
+    path: Path, columns: Sequence[str], fingerprint: str, profile: DeviceProfile | None = None
+) -> list[dict[str, str]]:
+    """Rows of an existing table, refused if its header, space fingerprint, or (given the profile)
+    latency statistic or normalisation anchor differ from what the profile would write."""
     if not path.is_file():
         return []
     with path.open(newline="") as f:
@@ -99,6 +109,19 @@ def read_rows(path: Path, columns: Sequence[str], fingerprint: str) -> list[dict
             f"{path} holds measurements of space fingerprint {', '.join(others)}, not {fingerprint} "
             "(the supernet changed?); move it aside or pass output=<another csv>"
         )
+    if profile is not None and rows:
+        t = profile.timing
+        label = t.statistic if t.normalize == "none" else f"{t.statistic}*ref"
+        anchors = {row["ref_anchor_ms"] for row in rows}
+        fixed = t.reference_ms is not None and t.normalize != "none"
+        stale = sorted({row["latency_stat"] for row in rows} - {label})
+        if fixed and anchors != {str(round(t.reference_ms, 5))}:
+            stale.append(f"reference anchors {', '.join(sorted(anchors))} ms (the profile's: {t.reference_ms})")
+        if stale:
+            raise ValueError(
+                f"{path} holds latencies of {', '.join(stale)}, not what the profile writes ({label}); "
+                "move it aside or pass output=<another csv>"
+            )
     return rows
 
 
@@ -225,10 +248,11 @@ def _run_groups(
     on_group: Callable[[int], None] | None,
     what: str,
 ) -> list[dict[str, Any]]:
-    plan = profile.timing_plan()
     group_size = profile.noise.group_size
     first_group = max((int(r["group"]) for r in existing if r.get("group", "").isdigit()), default=-1) + 1
-    baseline = next((float(r["ref_latency_ms"]) for r in existing if r.get("ref_latency_ms")), None)
+    refs = [float(r["ref_latency_ms"]) for r in existing if r.get("ref_latency_ms")]
+    baseline = refs[0] if refs else None  # ref_drift is relative to the file's first group
+    fastest_ref = min(refs) if refs else None  # the machine's calm speed so far, for group retries
     run_id = datetime.now().strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
     written: list[dict[str, Any]] = []
     ref_runner = backend.prepare(reference.build(), reference.input_shape, reference.key)
@@ -247,17 +271,20 @@ def _run_groups(
                 try:
                     for item in group:
                         runners[item.key] = backend.prepare(item.build(), item.input_shape, item.key)
-                    measured = measure_runners(
-                        backend, {**runners, reference.key: ref_runner}, plan, sampler, no_power=(reference.key,)
+                    measured, retries = measure_group(
+                        profile, backend, sampler, {**runners, reference.key: ref_runner}, reference.key, fastest_ref
                     )
                 finally:
                     for runner in runners.values():
                         runner.close()
-                ref_ms = measured[reference.key].latency.median_ms
+                ref_ms = measured[reference.key].latency_ms
                 baseline = ref_ms if baseline is None else baseline
-                context = dict(group=first_group + g, run_id=run_id, timestamp=_now(), device=profile.name)
+                fastest_ref = ref_ms if fastest_ref is None else min(fastest_ref, ref_ms)
+                context = dict(group=first_group + g, group_retries=retries, run_id=run_id, timestamp=_now())
+                context.update(device=profile.name)
                 context.update(supernet=profile.supernet, fingerprint=fingerprint)
-                rows = [_row(item, measured[item.key], ref_ms, baseline, context) for item in group]
+                anchor = _anchor_ms(profile, baseline)
+                rows = [_row(item, measured[item.key], ref_ms, baseline, anchor, context) for item in group]
                 append_rows(output, rows, columns)
                 written += rows
                 progress.advance(task, len(group))
@@ -268,12 +295,57 @@ def _run_groups(
     return written
 
 
-def _row(item: _Item, m: Measurement, ref_ms: float, baseline: float, context: Mapping[str, Any]) -> dict[str, Any]:
+def measure_group(
+    profile: DeviceProfile,
+    backend: Backend,
+    sampler: Any,
+    runners: Mapping[str, Runner],
+    reference: str,
+    fastest_ref: float | None,
+) -> tuple[dict[str, Measurement], int]:
+    """Measure one group; while its reference ran more than `drift_warn` slower than the fastest
+    reference of the file so far (a slow spell of the machine spanning the whole group), measure
+    it again, up to `noise.group_retries` times, and keep the session whose reference ran fastest.
+    With no reference yet to compare with, the first group is measured twice when retries are on."""
+    plan, noise = profile.timing_plan(), profile.noise
+    best = measure_runners(backend, runners, plan, sampler, no_power=(reference,))
+    retries = 0
+    while retries < noise.group_retries:
+        best_ref = best[reference].latency_ms
+        if fastest_ref is not None and best_ref <= fastest_ref * (1.0 + noise.drift_warn):
+            break
+        again = measure_runners(backend, runners, plan, sampler, no_power=(reference,))
+        retries += 1
+        if again[reference].latency_ms < best_ref:
+            best = again
+        fastest_ref = min(best_ref, again[reference].latency_ms) if fastest_ref is None else fastest_ref
+    return best, retries
+
+
+def _anchor_ms(profile: DeviceProfile, baseline: float) -> float | None:
+    """What the reference's latency is taken to be when normalising: the profile's
+    `timing.reference_ms`, else the file's first group's reference; None without normalising."""
+    if profile.timing.normalize == "none":
+        return None
+    return profile.timing.reference_ms or baseline
+
+
+def _row(
+    item: _Item, m: Measurement, ref_ms: float, baseline: float, anchor: float | None, context: Mapping[str, Any]
+) -> dict[str, Any]:
+    # Normalised: the sub-network's time relative to the reference timed in the same interleaved
+    # rounds, times the anchor. The machine's speed level (which moves 5-15 % between minutes
+    # here) cancels in the ratio; only latency_ms is scaled, the other latency columns stay raw.
+    scale = 1.0 if anchor is None else anchor / ref_ms
+    row = {**item.fields, **m.to_row()}
+    row["latency_ms"] = round(m.latency_ms * scale, 5)
+    row["latency_stat"] = m.statistic if anchor is None else f"{m.statistic}*ref"
+    row["latency_scale"] = round(scale, 5)
     return {
-        **item.fields,
-        **m.to_row(),
+        **row,
         "ref_latency_ms": round(ref_ms, 5),
         "ref_drift": round(ref_ms / baseline, 4),
+        "ref_anchor_ms": "" if anchor is None else round(anchor, 5),
         **context,
     }
 
@@ -316,7 +388,7 @@ def profile_subnets(
     fingerprint = space.fingerprint()
     output = Path(output) if output is not None else profile.measurements_csv
     workdir = Path(workdir) if workdir is not None else profile.cache_dir
-    existing = read_rows(output, MEASUREMENT_COLUMNS, fingerprint)
+    existing = read_rows(output, MEASUREMENT_COLUMNS, fingerprint, profile)
     present = {arch_key_of_row(r) for r in existing}
     unique = list(dict.fromkeys(space.validate(a) for a in archs))
     todo = [a for a in unique if a.key() not in present]
@@ -380,7 +452,7 @@ def profile_lut(
     fingerprint = space.fingerprint()
     output = Path(output) if output is not None else profile.lut_csv
     workdir = Path(workdir) if workdir is not None else profile.cache_dir
-    existing = read_rows(output, LUT_COLUMNS, fingerprint)
+    existing = read_rows(output, LUT_COLUMNS, fingerprint, profile)
     present = {r["shape"] for r in existing}
     b = profile.batch_size
     layers = lut_layers(supernet, b)
@@ -409,13 +481,14 @@ def profile_lut(
 
 # --- reporting ------------------------------------------------------------------------------------
 def summary_table(rows: Sequence[Mapping[str, Any]], title: str, label: str = "arch", limit: int = 10) -> Table:
-    """Up to `limit` rows evenly spread over MACs: MACs, latency median and p10-p90, CV, power."""
+    """Up to `limit` rows evenly spread over MACs: MACs, latency (the profile's figure), the raw
+    p10-p90 across rounds, CV, power."""
     ordered = sorted(rows, key=lambda r: float(r["macs"]))
     if len(ordered) > limit:
         idx = np.unique(np.linspace(0, len(ordered) - 1, limit).round().astype(int))
         ordered = [ordered[i] for i in idx]
     table = Table(title=title)
-    for col in (label, "MMACs", "latency ms", "p10-p90 ms", "CV", "re-measured", "power W", "energy mJ"):
+    for col in (label, "MMACs", "latency ms", "raw p10-p90 ms", "CV", "re-measured", "power W", "energy mJ"):
         table.add_column(col, justify="left" if col == label else "right")
     for r in ordered:
         name = r["shape"] if "shape" in r else f"r{r['r']} d{r['d']}"

@@ -7,6 +7,7 @@ both alike), and the medians across rounds are compared. No wall-clock threshold
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from ofa.networks import OFAMobileNetV3
 from ofa.space import SPACES
 from predictors.measure.ort_cpu import OnnxRuntimeCpuBackend
 from predictors.measure.session import TimingPlan, measure_models, time_runners
+from predictors.measure.timing import TimingStats
 from predictors.measure.torch_cpu import TorchCpuBackend
 
 FAST = TimingPlan(warmup=3, rounds=5, min_round_ms=15, iterations_per_round=None, max_remeasure=1)
@@ -41,14 +43,17 @@ def test_cpu_backend_orders_smallest_before_largest(supernet, tmp_path, backend_
         result = measure_models(backend, models, FAST)
     small, large = (result[k] for k in models)
     assert large.latency.median_ms > small.latency.median_ms
+    assert large.latency.floor_ms > small.latency.floor_ms
     for m in (small, large):
         s = m.latency
         assert 0 < s.p10_ms <= s.median_ms <= s.p90_ms and s.n_rounds >= FAST.rounds and s.iqr_ms >= 0
+        assert 0 < s.floor_ms <= s.median_ms and s.n_calls == s.n_rounds * m.iterations_per_round
         assert m.backend == backend_cls.name and m.precision == "fp32" and m.threads == 1
         assert m.iterations_per_round >= 1 and m.host and m.hardware
         assert "torch" in m.versions and "python" in m.versions
         row = m.to_row()
         assert row["latency_ms"] == round(s.median_ms, 5) and row["power_w"] == ""
+        assert row["latency_stat"] == "median" and row["latency_floor_ms"] == round(s.floor_ms, 5)
     if backend_cls is OnnxRuntimeCpuBackend:
         assert "onnxruntime" in small.versions
         assert len(list(tmp_path.glob("*.onnx"))) == 2  # one export per sub-network, cached by key
@@ -113,23 +118,58 @@ def test_torch_cpu_backend_restores_the_thread_count():
     assert torch.get_num_threads() == before
 
 
+class Scripted:
+    """A runner whose rounds follow a script of call times (a stand-in for the machine's noise,
+    not for hardware): each `time_calls` returns the next round's list."""
+
+    def __init__(self, rounds):
+        from predictors.measure.runner import Runner
+
+        self.runner = Runner(lambda: None)
+        self.rounds = iter(rounds)
+
+    def __getattr__(self, name):
+        return getattr(self.runner, name)
+
+    def time_calls(self, iterations):
+        return list(next(self.rounds))
+
+
 def test_noisy_runner_is_remeasured_and_steadier_session_kept():
     """A runner whose rounds vary wildly is measured again; a steady one is not."""
-    from predictors.measure.runner import Runner
-
-    class Scripted(Runner):
-        """Round values follow a script (a stand-in for the machine's noise, not for hardware)."""
-
-        def __init__(self, values):
-            super().__init__(lambda: None)
-            self.values = iter(values)
-
-        def time_round(self, iterations):
-            return next(self.values)
-
     plan = TimingPlan(warmup=0, rounds=4, iterations_per_round=1, min_round_ms=None, cv_threshold=0.05)
-    steady = Scripted([1.0, 1.01, 0.99, 1.0])
-    noisy = Scripted([1.0, 3.0, 1.0, 3.0] + [2.0, 2.02, 1.98, 2.0])
+    steady = Scripted([[1.0], [1.01], [0.99], [1.0]])
+    noisy = Scripted([[1.0], [3.0], [1.0], [3.0]] + [[2.0], [2.02], [1.98], [2.0]])
     out = time_runners({"steady": steady, "noisy": noisy}, plan)
     assert out["steady"].remeasured == 0 and out["noisy"].remeasured == 1
     assert out["noisy"].stats.median_ms == pytest.approx(2.0) and out["noisy"].stats.cv < 0.05
+
+
+def test_floor_is_a_low_quantile_of_the_pooled_calls():
+    """Rounds hold several calls each; the floor pools them, the median summarises round medians."""
+    rounds = [[1.0, 1.1, 1.2], [1.5, 1.6, 1.7], [0.9, 1.3, 1.4]]
+    stats = TimingStats.from_rounds([float(np.median(r)) for r in rounds], sum(rounds, []), floor_quantile=0.1)
+    assert stats.floor_ms == pytest.approx(np.quantile(sum(rounds, []), 0.1))
+    assert stats.median_ms == pytest.approx(1.3) and stats.n_calls == 9 and stats.n_rounds == 3
+    assert stats.value_ms("floor") == stats.floor_ms and stats.value_ms("median") == stats.median_ms
+    with pytest.raises(ValueError, match="statistic = 'mean' is not allowed; allowed: median, floor"):
+        stats.value_ms("mean")
+
+
+def test_floor_remeasures_a_runner_with_few_calm_rounds_and_pools_the_rounds():
+    """With `statistic: floor`, a runner that spent most rounds in slow spells is measured again and
+    its new rounds join the old ones; one that ran near its floor most of the time is left alone."""
+    plan = TimingPlan(
+        warmup=0, rounds=4, iterations_per_round=2, min_round_ms=None, cv_threshold=0.05,
+        statistic="floor", floor_quantile=0.0, min_calm_fraction=0.5,
+    )  # fmt: skip
+    calm = Scripted([[1.0, 1.0], [1.02, 1.0], [1.5, 1.5], [1.0, 1.01]])
+    slow_session = [[1.0, 1.0], [1.5, 1.6], [1.5, 1.5], [1.4, 1.5]]
+    spells = Scripted(slow_session + [[1.0, 1.01], [1.0, 1.0], [1.6, 1.6], [1.0, 1.0]])
+    out = time_runners({"calm": calm, "spells": spells}, plan)
+    assert out["calm"].remeasured == 0 and out["calm"].stats.n_rounds == 4
+    assert out["spells"].remeasured == 1 and out["spells"].stats.n_rounds == 8 and out["spells"].stats.n_calls == 16
+    assert out["spells"].stats.floor_ms == 1.0 and out["spells"].calm_fraction(0.05) == 0.5
+    assert out["spells"].stats.median_ms > 1.0  # the median still sees the spells
+
+

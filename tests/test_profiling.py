@@ -296,3 +296,63 @@ def test_merging_tables_of_another_space_is_refused(tmp_path):
     with pytest.raises(ValueError, match="tables of different supernets cannot be merged"):
         merge_measurements([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
+
+
+# --- floor, normalisation to the reference, group retries ---------------------------------------------
+FLOOR_REF = {
+    "timing": {"statistic": "floor", "floor_quantile": 0.1, "normalize": "reference", "reference_ms": 2.0},
+    "noise": {"group_retries": 1},
+}
+
+
+def test_normalised_rows_are_the_ratio_to_the_reference_times_the_anchor(profiles_dir, supernet, tmp_path):
+    profile = load_profile("tiny", root=profiles_dir, overrides=FLOOR_REF)
+    out = tmp_path / "m.csv"
+    profile_subnets(profile, supernet, sample_spread(MNIST, 3, seed=1), out, tmp_path / "cache", quiet())
+    rows = read(out)
+    for row in rows:
+        floor, ref = float(row["latency_floor_ms"]), float(row["ref_latency_ms"])
+        assert row["latency_stat"] == "floor*ref" and row["ref_anchor_ms"] == "2.0"
+        assert float(row["latency_ms"]) == pytest.approx(floor * 2.0 / ref, rel=1e-3)
+        assert float(row["latency_scale"]) == pytest.approx(2.0 / ref, rel=1e-3)
+        assert 0 < floor <= float(row["latency_median_ms"])
+    # the first group has no reference to compare with: it is measured twice, the rest only if slow
+    assert rows[0]["group_retries"] == "1" and {r["group_retries"] for r in rows[2:]} <= {"0", "1"}
+
+    other_anchor = load_profile("tiny", root=profiles_dir, overrides={**FLOOR_REF, "timing": {
+        **FLOOR_REF["timing"], "reference_ms": 3.0}})  # fmt: skip
+    with pytest.raises(ValueError, match=r"reference anchors 2.0 ms \(the profile's: 3.0\)"):
+        profile_subnets(other_anchor, supernet, [MNIST.smallest()], out, tmp_path / "cache", quiet())
+    raw = load_profile("tiny", root=profiles_dir)
+    with pytest.raises(ValueError, match=r"holds latencies of floor\*ref, not what the profile writes \(median\)"):
+        profile_subnets(raw, supernet, [MNIST.smallest()], out, tmp_path / "cache", quiet())
+
+
+def test_a_group_is_measured_again_while_its_reference_runs_slow(profiles_dir):
+    """The reference's rounds follow a script (a stand-in for the machine's slow spells): 2.0 ms,
+    then 1.5, then 1.0 against a fastest-so-far of 1.0. Each retry keeps the session whose
+    reference ran fastest, and the sub-network's figure comes from that same session."""
+    from predictors.measure.runner import Runner
+    from predictors.measure.torch_cpu import TorchCpuBackend
+    from predictors.profiling import measure_group
+
+    class Scripted(Runner):
+        def __init__(self, rounds):
+            super().__init__(lambda: None)
+            self.rounds = iter(rounds)
+
+        def time_calls(self, iterations):
+            return list(next(self.rounds))
+
+    profile = load_profile("tiny", root=profiles_dir, overrides={"noise": {"group_retries": 2, "drift_warn": 0.05}})
+
+    def runners():
+        net = Scripted([[5.0], [5.0], [4.0], [4.0], [3.0], [3.0]])
+        ref = Scripted([[2.0], [2.0], [1.5], [1.5], [1.0], [1.0]])
+        return {"net": net, "ref": ref}
+
+    with TorchCpuBackend(threads=1) as backend:
+        best, retries = measure_group(profile, backend, None, runners(), "ref", fastest_ref=1.0)
+        assert retries == 2 and best["ref"].latency_ms == 1.0 and best["net"].latency_ms == 3.0
+        best, retries = measure_group(profile, backend, None, runners(), "ref", fastest_ref=2.0)
+        assert retries == 0 and best["ref"].latency_ms == 2.0 and best["net"].latency_ms == 5.0

@@ -6,9 +6,15 @@ the device's default budgets for `ofa-search`, and a free-text description of th
 Its folder also holds what `ofa-profile` measures there (`measurements.csv`, `lut.csv`).
 
     timing:  warmup, warmup_s, rounds, iterations_per_round | min_round_ms (exactly one),
-             clock (wall | thread_cpu: CPU time of the calling thread, CPU backends, 1 thread)
+             clock (wall | thread_cpu: CPU time of the calling thread, CPU backends, 1 thread),
+             statistic (median | floor: the floor_quantile of all calls pooled across rounds),
+             normalize (none | reference: latency_ms = the sub-network's time / the reference's,
+             timed in the same rounds, x reference_ms, or x the file's first reference if null)
     noise:   cv_threshold, max_remeasure, group_size (sub-networks per interleaved group,
-             each group also re-measures the reference sub-network), drift_warn
+             each group also re-measures the reference sub-network), drift_warn,
+             min_calm_fraction (floor: re-measure when fewer rounds ran near the floor),
+             group_retries (measure a group again while its reference runs > drift_warn
+             slower than the fastest reference so far)
     power:   sampler (none | nvml), window_s (>= 1), poll_interval_s
     budgets: latency_ms, power_w, energy_mj (lists; at least one budget in all)
 """
@@ -27,6 +33,7 @@ import yaml
 from ofa.cli import CONF_DIR, REPO_ROOT
 from predictors.measure.backend import Backend
 from predictors.measure.session import TimingPlan
+from predictors.measure.timing import DEFAULT_FLOOR_QUANTILE, STATISTICS
 
 HW_PROFILES_DIR = REPO_ROOT / "hw_profiles"
 PROFILE_FILE = "profile.yaml"
@@ -42,6 +49,7 @@ GPU_BACKENDS = ("torch-cuda", "tensorrt")
 SAMPLERS = ("none", "nvml")
 EXPORTERS = ("dynamo", "torchscript")
 CLOCKS = ("wall", "thread_cpu")
+NORMALIZE = ("none", "reference")
 PRECISION_NOTES = {
     ("tensorrt", "int8"): "TensorRT int8 needs an explicitly quantised (Q/DQ) graph, which ofa-profile does not make",
     ("torch-cuda", "int8"): "torch has no int8 GPU path for these convolutions",
@@ -63,6 +71,10 @@ class TimingSettings:
     iterations_per_round: int | None = None
     min_round_ms: float | None = 50.0
     clock: str = "wall"
+    statistic: str = "median"
+    floor_quantile: float = DEFAULT_FLOOR_QUANTILE
+    normalize: str = "none"
+    reference_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,8 @@ class NoiseSettings:
     max_remeasure: int = 2
     group_size: int = 8
     drift_warn: float = 0.05
+    min_calm_fraction: float = 0.25
+    group_retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,9 @@ class DeviceProfile:
             min_round_ms=t.min_round_ms,
             cv_threshold=n.cv_threshold,
             max_remeasure=n.max_remeasure,
+            statistic=t.statistic,
+            floor_quantile=t.floor_quantile,
+            min_calm_fraction=n.min_calm_fraction,
         )
 
     def make_backend(self, workdir: str | os.PathLike | None = None, **kwargs: Any) -> Backend:
@@ -257,7 +274,16 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> DeviceProfile:
         iterations_per_round=timing_s.integer("iterations_per_round", None, minimum=1, nullable=True),
         min_round_ms=timing_s.number("min_round_ms", 50.0, minimum=0.0, nullable=True, exclusive=True),
         clock=timing_s.choice("clock", CLOCKS, default="wall"),
+        statistic=timing_s.choice("statistic", STATISTICS, default="median"),
+        floor_quantile=timing_s.number("floor_quantile", DEFAULT_FLOOR_QUANTILE, minimum=0.0, maximum=0.5),
+        normalize=timing_s.choice("normalize", NORMALIZE, default="none"),
+        reference_ms=timing_s.number("reference_ms", None, minimum=0.0, nullable=True, exclusive=True),
     )
+    if timing.reference_ms is not None and timing.normalize == "none":
+        raise fail(
+            f"timing.reference_ms = {timing.reference_ms} anchors normalised latencies, but timing.normalize is "
+            "none; set normalize: reference, or remove reference_ms"
+        )
     if (timing.iterations_per_round is None) == (timing.min_round_ms is None):
         raise fail(
             "timing needs exactly one of iterations_per_round (a fixed count) and min_round_ms "
@@ -279,6 +305,8 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> DeviceProfile:
         max_remeasure=noise_s.integer("max_remeasure", 2, minimum=0),
         group_size=noise_s.integer("group_size", 8, minimum=1),
         drift_warn=noise_s.number("drift_warn", 0.05, minimum=0.0, exclusive=True),
+        min_calm_fraction=noise_s.number("min_calm_fraction", 0.25, minimum=0.0, maximum=1.0),
+        group_retries=noise_s.integer("group_retries", 0, minimum=0),
     )
 
     power_s = top.section("power")
@@ -366,14 +394,22 @@ class _Section:
         return value
 
     def number(
-        self, key: str, default: float | None, minimum: float, nullable: bool = False, exclusive: bool = False
+        self,
+        key: str,
+        default: float | None,
+        minimum: float,
+        nullable: bool = False,
+        exclusive: bool = False,
+        maximum: float | None = None,
     ) -> float | None:
         value = self.data.get(key, default)
         if value is None and nullable:
             return None
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or (value <= minimum if exclusive else value < minimum):
+        if not ok or (value <= minimum if exclusive else value < minimum) or (maximum is not None and value > maximum):
             bound = f"> {minimum}" if exclusive else f">= {minimum}"
+            if maximum is not None:
+                bound += f" and <= {maximum}"
             null = " or null" if nullable else ""
             raise self.fail(f"{self.name(key)} = {value!r} must be a number {bound}{null}")
         return float(value)

@@ -6,18 +6,20 @@ power windows) only talks to this interface, so it is the same for every device.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-from predictors.measure.timing import median_call_ms
+from predictors.measure.timing import call_times_ms
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread_cpu": time.thread_time}
 
 
 class Runner:
-    """One inference per `run()`; `sync()` waits for the device; `time_round(n)` runs `n`
-    inferences and returns the round's value in ms per inference. `clock` is `wall` or
+    """One inference per `run()`; `sync()` waits for the device; `time_calls(n)` runs `n`
+    inferences and returns the time of each (ms), `time_round(n)` the round's value in ms per
+    inference. `clock` is `wall` or
     `thread_cpu` (CPU time of the calling thread: for single-threaded CPU inference, the
     latency the CPU gives when no other process takes the core)."""
 
@@ -34,9 +36,13 @@ class Runner:
     def sync(self) -> None:
         """Synchronous (CPU) runners have nothing to wait for."""
 
+    def time_calls(self, iterations: int) -> list[float]:
+        """The time of each of `iterations` back-to-back calls (ms)."""
+        return call_times_ms(self._run, iterations, CLOCKS[self.clock])
+
     def time_round(self, iterations: int) -> float:
         """Median time of `iterations` calls: robust to a call interrupted by another process."""
-        return median_call_ms(self._run, iterations, CLOCKS[self.clock])
+        return statistics.median(self.time_calls(iterations))
 
     def close(self) -> None:
         if self._close is not None:
@@ -61,6 +67,10 @@ class CudaEventRunner(Runner):
             self.stream.synchronize()
         else:
             self.cuda.synchronize()
+
+    def time_calls(self, iterations: int) -> list[float]:
+        """One value, the round's mean: single asynchronous launches are not timed alone."""
+        return [self.time_round(iterations)]
 
     def time_round(self, iterations: int) -> float:
         start = self.cuda.Event(enable_timing=True)

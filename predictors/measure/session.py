@@ -3,25 +3,31 @@
 - Warm-up: `warmup` inferences, and at least `warmup_s` seconds (GPU clocks ramp up).
 - Iterations per round: fixed, or as many as fill `min_round_ms` (from a short probe).
 - Rounds interleaved across all runners (the order rotates), so a slow spell of the machine
-  hits every sub-network alike instead of one; each runner's figure is the median of its
-  round values (each round is a median of calls on the CPU, an event-timed mean on GPUs).
-- A runner whose coefficient of variation across rounds exceeds `cv_threshold` is measured
-  again (interleaved with the other noisy ones), up to `max_remeasure` times; the steadier
-  of its sessions is kept and the number of re-measurements recorded.
+  hits every sub-network alike instead of one; each round's value is the median of its calls
+  on the CPU, an event-timed mean on GPUs.
+- The reported figure is the plan's `statistic` (see `predictors.measure.timing`): `median`,
+  the median of the round values, or `floor`, a low quantile of all calls pooled across rounds.
+- Noise control. `median`: a runner whose coefficient of variation across rounds exceeds
+  `cv_threshold` is measured again (interleaved with the other noisy ones), up to
+  `max_remeasure` times, and the steadier of its sessions is kept. `floor`: slow spells make
+  the CV large by nature; what matters is that enough rounds ran at the floor speed, so a
+  runner with fewer than `min_calm_fraction` of its rounds within `cv_threshold` of its floor
+  is measured again and the new rounds are pooled with the old ones.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from predictors.measure.backend import Backend, Model
 from predictors.measure.nvml import PowerReading
 from predictors.measure.runner import Runner
-from predictors.measure.timing import TimingStats, interleaved_timed_rounds
+from predictors.measure.timing import DEFAULT_FLOOR_QUANTILE, STATISTICS, TimingStats, interleaved
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,9 @@ class TimingPlan:
     cv_threshold: float = 0.05
     max_remeasure: int = 2
     max_iterations: int = 100_000
+    statistic: str = "median"
+    floor_quantile: float = DEFAULT_FLOOR_QUANTILE
+    min_calm_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -44,6 +53,8 @@ class TimingPlan:
             raise ValueError(f"iterations_per_round = {self.iterations_per_round} must be at least 1")
         if self.min_round_ms is not None and self.min_round_ms <= 0:
             raise ValueError(f"min_round_ms = {self.min_round_ms} must be positive")
+        if self.statistic not in STATISTICS:
+            raise ValueError(f"statistic = {self.statistic!r} is not allowed; allowed: {', '.join(STATISTICS)}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,12 @@ class Timed:
     iterations: int
     remeasured: int
     rounds_ms: tuple[float, ...] = field(repr=False)
+    calls_ms: tuple[float, ...] = field(repr=False, default=())
+
+    def calm_fraction(self, tolerance: float) -> float:
+        """The share of rounds whose value lies within `tolerance` (relative) of the floor."""
+        limit = self.stats.floor_ms * (1.0 + tolerance)
+        return sum(v <= limit for v in self.rounds_ms) / len(self.rounds_ms)
 
 
 def warm_up(runner: Runner, plan: TimingPlan, clock: Callable[[], float] = time.perf_counter) -> None:
@@ -71,6 +88,20 @@ def iterations_for(runner: Runner, plan: TimingPlan) -> int:
     return max(1, min(plan.max_iterations, math.ceil(plan.min_round_ms / max(probe_ms, 1e-6))))
 
 
+def summarise(rounds_calls: Sequence[Sequence[float]], iterations: int, remeasured: int, plan: TimingPlan) -> Timed:
+    """Round values (the median of each round's calls) and the pooled calls, summarised."""
+    values = [statistics.median(calls) for calls in rounds_calls]
+    pooled = [t for calls in rounds_calls for t in calls]
+    stats = TimingStats.from_rounds(values, pooled, plan.floor_quantile)
+    return Timed(stats, iterations, remeasured, tuple(values), tuple(pooled))
+
+
+def is_noisy(t: Timed, plan: TimingPlan) -> bool:
+    if plan.statistic == "floor":
+        return t.calm_fraction(plan.cv_threshold) < plan.min_calm_fraction
+    return t.stats.cv > plan.cv_threshold
+
+
 def time_runners(
     runners: Mapping[str, Runner], plan: TimingPlan, progress: Callable[[int], None] | None = None
 ) -> dict[str, Timed]:
@@ -79,28 +110,24 @@ def time_runners(
         warm_up(runner, plan)
     iterations = {name: iterations_for(runner, plan) for name, runner in runners.items()}
 
-    def session(names: Sequence[str], report: Callable[[int], None] | None = None) -> dict[str, list[float]]:
-        timers = {name: (lambda r=runners[name], n=iterations[name]: r.time_round(n)) for name in names}
-        return interleaved_timed_rounds(timers, plan.rounds, report)
+    def session(names: Sequence[str], report: Callable[[int], None] | None = None) -> dict[str, list[list[float]]]:
+        timers = {name: (lambda r=runners[name], n=iterations[name]: r.time_calls(n)) for name in names}
+        return interleaved(timers, plan.rounds, report)
 
-    result = {
-        name: Timed(TimingStats.from_rounds(values), iterations[name], 0, tuple(values))
-        for name, values in session(list(runners), progress).items()
-    }
+    sessions = session(list(runners), progress)
+    result = {name: summarise(rounds, iterations[name], 0, plan) for name, rounds in sessions.items()}
     for _ in range(plan.max_remeasure):
-        noisy = [name for name, t in result.items() if t.stats.cv > plan.cv_threshold]
+        noisy = [name for name, t in result.items() if is_noisy(t, plan)]
         if not noisy:
             break
-        for name, values in session(noisy).items():
+        for name, rounds in session(noisy).items():
             old = result[name]
-            new = TimingStats.from_rounds(values)
-            keep_new = new.cv < old.stats.cv
-            result[name] = Timed(
-                new if keep_new else old.stats,
-                old.iterations,
-                old.remeasured + 1,
-                tuple(values) if keep_new else old.rounds_ms,
-            )
+            if plan.statistic == "floor":  # pool: every round adds chances to catch the floor
+                sessions[name] = sessions[name] + rounds
+                result[name] = summarise(sessions[name], old.iterations, old.remeasured + 1, plan)
+                continue
+            new = summarise(rounds, old.iterations, old.remeasured + 1, plan)
+            result[name] = new if new.stats.cv < old.stats.cv else replace(old, remeasured=new.remeasured)
     return result
 
 
@@ -120,17 +147,27 @@ class Measurement:
     hardware: str
     versions: Mapping[str, str]
     power: PowerReading | None = None
+    statistic: str = "median"
+
+    @property
+    def latency_ms(self) -> float:
+        """The figure the profile reports (its `timing.statistic`)."""
+        return self.latency.value_ms(self.statistic)
 
     def to_row(self) -> dict[str, Any]:
         """The flat CSV form (latency in ms, power in W, energy per inference in mJ)."""
         s = self.latency
         return {
-            "latency_ms": round(s.median_ms, 5),
+            "latency_ms": round(self.latency_ms, 5),
+            "latency_stat": self.statistic,
+            "latency_median_ms": round(s.median_ms, 5),
+            "latency_floor_ms": round(s.floor_ms, 5),
             "latency_p10_ms": round(s.p10_ms, 5),
             "latency_p90_ms": round(s.p90_ms, 5),
             "latency_iqr_ms": round(s.iqr_ms, 5),
             "latency_cv": round(s.cv, 5),
             "latency_rounds": s.n_rounds,
+            "latency_calls": s.n_calls,
             "iterations_per_round": self.iterations_per_round,
             "remeasured": self.remeasured,
             "power_w": "" if self.power is None else round(self.power.power_w, 4),
@@ -183,6 +220,7 @@ def measure_runners(
             hardware,
             versions,
             power,
+            plan.statistic,
         )
     return out
 
