@@ -171,5 +171,3 @@ def test_floor_remeasures_a_runner_with_few_calm_rounds_and_pools_the_rounds():
     assert out["spells"].remeasured == 1 and out["spells"].stats.n_rounds == 8 and out["spells"].stats.n_calls == 16
     assert out["spells"].stats.floor_ms == 1.0 and out["spells"].calm_fraction(0.05) == 0.5
     assert out["spells"].stats.median_ms > 1.0  # the median still sees the spells
-
-
