@@ -12,6 +12,7 @@ refused.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import os
 import statistics
@@ -328,6 +329,22 @@ def _anchor_ms(profile: DeviceProfile, baseline: float) -> float | None:
     if profile.timing.normalize == "none":
         return None
     return profile.timing.reference_ms or baseline
+
+
+def with_table_anchor(profile: DeviceProfile, table: Path | None = None) -> DeviceProfile:
+    """The profile with `timing.reference_ms` pinned to the anchor recorded in `table` (default:
+    the profile's measurements.csv) when it normalises to the reference without a fixed anchor.
+    Later measurements (ofa-search's checks of its choices) are then in the units of the table
+    its latency predictor was fitted on, not in those of their own first group."""
+    t = profile.timing
+    table = table or profile.measurements_csv
+    if t.normalize == "none" or t.reference_ms is not None or not table.is_file():
+        return profile
+    with table.open(newline="") as f:
+        anchor = next((row.get("ref_anchor_ms") for row in csv.DictReader(f)), None)
+    if not anchor:
+        return profile
+    return dataclasses.replace(profile, timing=dataclasses.replace(t, reference_ms=float(anchor)))
 
 
 def _row(

@@ -105,7 +105,7 @@ def measure_latency(
     profile: DeviceProfile, supernet: OFAMobileNetV3, archs: list[ArchConfig], out: Path, mode: str, console: Console
 ) -> dict[str, float]:
     """Measured latency per arch key with the device profile (empty when it cannot run here)."""
-    from predictors.profiling import profile_subnets
+    from predictors.profiling import profile_subnets, with_table_anchor
 
     if mode is False or mode == "false" or not archs:
         return {}
@@ -113,6 +113,7 @@ def measure_latency(
         console.print(f"[yellow]latency not measured: backend {profile.backend} needs a GPU, none here[/]")
         return {}
     try:
+        profile = with_table_anchor(profile)  # in the units of the table the predictor was fitted on
         report = profile_subnets(profile, supernet, archs, output=out / "measured_latency.csv",
                                  workdir=out / "cache", console=console)  # fmt: skip
     except MissingPackageError as exc:

@@ -356,3 +356,21 @@ def test_a_group_is_measured_again_while_its_reference_runs_slow(profiles_dir):
         assert retries == 2 and best["ref"].latency_ms == 1.0 and best["net"].latency_ms == 3.0
         best, retries = measure_group(profile, backend, None, runners(), "ref", fastest_ref=2.0)
         assert retries == 0 and best["ref"].latency_ms == 2.0 and best["net"].latency_ms == 5.0
+
+
+def test_without_a_fixed_anchor_later_runs_use_the_tables(profiles_dir, supernet, tmp_path):
+    """reference_ms: null anchors a table to its first group's reference; ofa-search's checks
+    then measure in that table's units (`with_table_anchor`), not in their own first group's."""
+    from predictors.profiling import with_table_anchor
+
+    floating = {**FLOOR_REF, "timing": {**FLOOR_REF["timing"], "reference_ms": None}}
+    profile = load_profile("tiny", root=profiles_dir, overrides=floating)
+    out = tmp_path / "m.csv"
+    profile_subnets(profile, supernet, sample_spread(MNIST, 3, seed=2), out, tmp_path / "cache", quiet())
+    rows = read(out)
+    assert {r["ref_anchor_ms"] for r in rows} == {rows[0]["ref_latency_ms"]}  # the first group's reference
+    pinned = with_table_anchor(profile, out)
+    assert pinned.timing.reference_ms == float(rows[0]["ref_anchor_ms"]) and pinned.timing.statistic == "floor"
+    assert with_table_anchor(profile, tmp_path / "none.csv") is profile
+    raw = load_profile("tiny", root=profiles_dir)
+    assert with_table_anchor(raw, out) is raw
