@@ -528,9 +528,11 @@ def summary_line(rows: Sequence[Mapping[str, Any]], drift_warn: float) -> str:
     cvs = [float(r["latency_cv"]) for r in rows]
     drifts = [float(r["ref_drift"]) for r in rows]
     noisy = sum(1 for r in rows if int(r["remeasured"]) > 0)
+    floor = str(rows[0].get("latency_stat", "")).startswith("floor")
     line = (
-        f"{len(rows)} measured: median CV {statistics.median(cvs):.3f} (max {max(cvs):.3f}), "
-        f"{noisy} re-measured; reference drift {min(drifts):.3f}-{max(drifts):.3f}x of the file's first group"
+        f"{len(rows)} measured: median CV across rounds {statistics.median(cvs):.3f} (max {max(cvs):.3f})"
+        + (" (slow spells, which the floor sets aside)" if floor else "")
+        + f", {noisy} re-measured; reference drift {min(drifts):.3f}-{max(drifts):.3f}x of the file's first group"
     )
     if max(abs(d - 1) for d in drifts) > drift_warn:
         line += f" [bold yellow]- drift beyond {drift_warn:.0%}: the machine's speed changed during the run[/]"

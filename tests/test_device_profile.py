@@ -64,6 +64,12 @@ def test_every_shipped_profile_is_valid_and_holds_no_measurement():
         ({"timing": [1, 2]}, "timing must be a mapping"),
         ({"timing": {"clock": "tsc"}}, "timing.clock = 'tsc' is not allowed; allowed: wall, thread_cpu"),
         ({"threads": 2}, "timing.clock = 'thread_cpu' times the CPU work of the calling thread; it needs"),
+        ({"timing": {"statistic": "mean"}}, "timing.statistic = 'mean' is not allowed; allowed: median, floor"),
+        ({"timing": {"floor_quantile": 0.7}}, "timing.floor_quantile = 0.7 must be a number >= 0.0 and <= 0.5"),
+        ({"timing": {"normalize": "first"}}, "timing.normalize = 'first' is not allowed; allowed: none, reference"),
+        ({"timing": {"normalize": "none"}}, "timing.reference_ms = 0.3 anchors normalised latencies, but"),
+        ({"noise": {"group_retries": -1}}, "noise.group_retries = -1 must be an integer >= 0"),
+        ({"noise": {"min_calm_fraction": 2}}, "noise.min_calm_fraction = 2 must be a number >= 0.0 and <= 1.0"),
     ],
 )
 def test_bad_profile_fields_get_one_clear_line(overrides, message):
