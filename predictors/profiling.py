@@ -43,7 +43,7 @@ from predictors.measure.torch_cpu import torch_threads
 from predictors.sampling import reference_arch, sample_spread
 
 STAT_COLUMNS = [
-    "latency_ms",  # the profile's timing.statistic: latency_median_ms or latency_floor_ms
+    "latency_ms",  # the profile's figure: latency_<statistic>_ms x latency_scale
     "latency_stat",  # median | floor, with "*ref" when normalised to the reference (see _row)
     "latency_scale",  # the factor applied to latency_<stat>_ms (1 when not normalised)
     "latency_median_ms",
@@ -309,17 +309,22 @@ def measure_group(
     it again, up to `noise.group_retries` times, and keep the session whose reference ran fastest.
     With no reference yet to compare with, the first group is measured twice when retries are on."""
     plan, noise = profile.timing_plan(), profile.noise
-    best = measure_runners(backend, runners, plan, sampler, no_power=(reference,))
+
+    def session() -> tuple[dict[str, Measurement], float]:
+        measured = measure_runners(backend, runners, plan, sampler, no_power=(reference,))
+        return measured, measured[reference].latency_ms
+
+    best, best_ref = session()
     retries = 0
     while retries < noise.group_retries:
-        best_ref = best[reference].latency_ms
         if fastest_ref is not None and best_ref <= fastest_ref * (1.0 + noise.drift_warn):
             break
-        again = measure_runners(backend, runners, plan, sampler, no_power=(reference,))
+        again, again_ref = session()
         retries += 1
-        if again[reference].latency_ms < best_ref:
-            best = again
-        fastest_ref = min(best_ref, again[reference].latency_ms) if fastest_ref is None else fastest_ref
+        if fastest_ref is None:  # the first group: judge further sessions by the faster of its two
+            fastest_ref = min(best_ref, again_ref)
+        if again_ref < best_ref:
+            best, best_ref = again, again_ref
     return best, retries
 
 

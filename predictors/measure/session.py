@@ -63,7 +63,6 @@ class Timed:
     iterations: int
     remeasured: int
     rounds_ms: tuple[float, ...] = field(repr=False)
-    calls_ms: tuple[float, ...] = field(repr=False, default=())
 
     def calm_fraction(self, tolerance: float) -> float:
         """The share of rounds whose value lies within `tolerance` (relative) of the floor."""
@@ -93,7 +92,7 @@ def summarise(rounds_calls: Sequence[Sequence[float]], iterations: int, remeasur
     values = [statistics.median(calls) for calls in rounds_calls]
     pooled = [t for calls in rounds_calls for t in calls]
     stats = TimingStats.from_rounds(values, pooled, plan.floor_quantile)
-    return Timed(stats, iterations, remeasured, tuple(values), tuple(pooled))
+    return Timed(stats, iterations, remeasured, tuple(values))
 
 
 def is_noisy(t: Timed, plan: TimingPlan) -> bool:
