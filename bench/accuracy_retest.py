@@ -26,8 +26,8 @@ from hydra import compose, initialize_config_dir
 from rich.progress import track
 from rich.table import Table
 
+from app.shell import CONF_DIR, make_console
 from ofa.checkpoint import load_supernet
-from ofa.cli import CONF_DIR, make_console
 from ofa.evaluation import recalibrate_bn, resize
 from ofa.io import atomic_write_json
 from ofa.space import ArchConfig

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from rich.table import Table
 
-from ofa.cli import make_console
+from app.shell import make_console
 from ofa.networks import OFAMobileNetV3
 from predictors.measure.timing import interleaved_rounds, paired_ratios, quantiles
 

@@ -21,7 +21,7 @@ import tempfile
 
 import numpy as np
 
-from ofa.cli import make_console
+from app.shell import make_console
 from ofa.networks import OFAMobileNetV3
 from predictors.measure.profile import load_profile
 from predictors.measure.session import iterations_for, warm_up

@@ -23,7 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ofa.cli import make_console
+from app.shell import make_console
 from ofa.io import atomic_write_csv, atomic_write_json
 from predictors.fit import fit_predictor
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from ofa.cli import make_console
+from app.shell import make_console
 from ofa.networks import layer_costs
 from ofa.space import get_space
 from predictors.features import encode, to_arrays

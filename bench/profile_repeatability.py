@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from rich.table import Table
 
-from ofa.cli import REPO_ROOT, make_console
+from app.shell import REPO_ROOT, make_console
 from ofa.io import atomic_write_json
 from predictors.measure.profile import HW_PROFILES_DIR, load_profile
 from predictors.measure.timing import STATISTICS

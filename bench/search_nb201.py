@@ -23,7 +23,7 @@ import numpy as np
 from rich.progress import Progress
 from rich.table import Table
 
-from ofa.cli import make_console
+from app.shell import make_console
 from search.benchmarks.table import load_table, percentile_budgets, score, table_search
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_accuracy_latency.csv"

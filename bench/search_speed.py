@@ -25,8 +25,8 @@ import optuna
 from rich.table import Table
 
 import search
+from app.shell import make_console
 from ofa.checkpoint import read_supernet_metadata
-from ofa.cli import make_console
 from predictors.predictor import load_predictor
 from search.genes import MBV3Genes
 from search.objectives import Budget, Constraint

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from app.shell import make_console
 from ofa.checkpoint import load_supernet
-from ofa.cli import make_console
 from ofa.data.datamodule import ImageDataModule
 from ofa.evaluation import count_correct, recalibrate_bn
 from ofa.training.eval_subnets import resolve_checkpoint

@@ -27,7 +27,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table as RichTable
 
-from ofa.cli import hydra_command, make_console
+from app.shell import hydra_command, make_console
 from ofa.io import atomic_write_json
 from ofa.space import MBV3Space, get_space
 from predictors.features import FEATURE_VERSION, ArchArrays

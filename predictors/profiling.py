@@ -553,7 +553,7 @@ def build_supernet(name: str, seed: int) -> OFAMobileNetV3:
     import hydra
     from omegaconf import OmegaConf
 
-    from ofa.cli import CONF_DIR
+    from app.shell import CONF_DIR
 
     path = CONF_DIR / "supernet" / f"{name}.yaml"
     if not path.is_file():
@@ -599,13 +599,13 @@ def run_profile(cfg: Any, console: Console | None = None) -> ProfileReport:
 
 
 def _task(cfg: Any) -> None:
-    from ofa.cli import make_console
+    from app.shell import make_console
 
     run_profile(cfg, make_console())
 
 
 def main() -> None:
-    from ofa.cli import hydra_command
+    from app.shell import hydra_command
 
     hydra_command("profile")(_task)()
 

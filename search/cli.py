@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from app.shell import UserError, hydra_command, make_console
 from ofa.checkpoint import load_supernet
-from ofa.cli import UserError, hydra_command, make_console
 from ofa.data.datamodule import ImageDataModule
 from ofa.evaluation import count_correct, recalibrate_bn
 from ofa.export import export_onnx, save_subnet

@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from app.shell import hydra_command, make_console
 from ofa.checkpoint import load_supernet
-from ofa.cli import hydra_command, make_console
 from ofa.data.datamodule import ImageDataModule
 from ofa.networks import OFAMobileNetV3
 from ofa.training.eval_subnets import eval_archs, evaluate_subnets

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from rich.table import Table
 
-from ofa.cli import UserError
+from ofa.errors import UserError
 from search.engine import Evaluation, SearchResult
 from search.objectives import Budget, Constraint, Metric, unit_suffix
 from search.objectives import fmt_value as _fmt

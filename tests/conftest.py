@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.shell import register_resolvers
 from ofa.networks import OFAMobileNetV3
+
+register_resolvers()  # conf/ uses them; the commands register them before composing
 
 # One torch thread in tests (and in the commands they start): with two threads, a second job
 # on a 2-core machine makes torch's spinning workers run 5-10x slower; one thread is steady.

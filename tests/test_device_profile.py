@@ -9,7 +9,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ofa.cli import CONF_DIR
+from app.shell import CONF_DIR
 from predictors.measure.profile import HW_PROFILES_DIR, ProfileError, load_profile
 from tests.conftest import REPO_ROOT
 

@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from scipy import stats
 
-from ofa.cli import CONF_DIR
+from app.shell import CONF_DIR
 from ofa.space import get_space
 from predictors import load_predictor
 from predictors.fit import fit_from_config, fit_predictor, group_split

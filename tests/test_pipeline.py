@@ -17,7 +17,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from ofa.cli import CONF_DIR
+from app.shell import CONF_DIR
 from ofa.export import load_subnet
 from search.pipeline import run_pipeline
 

@@ -18,7 +18,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from rich.console import Console
 
-from ofa.cli import CONF_DIR
+from app.shell import CONF_DIR
 from ofa.networks import OFAMobileNetV3, count_macs, count_params, layer_costs
 from ofa.space import SPACES, ArchConfig
 from predictors.measure.profile import load_profile

@@ -15,8 +15,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from app.shell import CONF_DIR
 from ofa.checkpoint import load_supernet
-from ofa.cli import CONF_DIR
 from ofa.space import SPACES
 from ofa.training.eval_subnets import eval_archs, evaluate_subnets
 from ofa.training.module import SupernetModule

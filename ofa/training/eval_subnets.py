@@ -17,8 +17,8 @@ import torch
 from omegaconf import DictConfig
 from rich.progress import Progress
 
+from app.shell import hydra_command, make_console
 from ofa.checkpoint import load_supernet
-from ofa.cli import hydra_command, make_console
 from ofa.data.datamodule import ImageDataModule
 from ofa.evaluation import count_correct, recalibrate_bn
 from ofa.io import atomic_write_csv

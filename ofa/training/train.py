@@ -20,8 +20,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
+from app.shell import hydra_command, make_console
 from ofa.checkpoint import load_supernet, save_supernet
-from ofa.cli import hydra_command, make_console
 from ofa.data.datamodule import ImageDataModule
 from ofa.io import atomic_write_json
 from ofa.networks import OFAMobileNetV3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ofa.cli import UserError
+from ofa.errors import UserError
 
 GPU_EXTRA = "pip install -e '.[gpu]'"
 

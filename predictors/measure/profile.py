@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from ofa.cli import CONF_DIR, REPO_ROOT
+from ofa.paths import CONF_DIR, REPO_ROOT
 from predictors.measure.backend import Backend
 from predictors.measure.session import TimingPlan
 from predictors.measure.timing import DEFAULT_FLOOR_QUANTILE, STATISTICS

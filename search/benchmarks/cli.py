@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from ofa.cli import hydra_command, make_console
+from app.shell import hydra_command, make_console
 from search.benchmarks.table import run_table_benchmark
 
 

@@ -1,0 +1,144 @@
+"""The shell every command shares: config location, Hydra entry points, one-line user errors,
+the console, and process state changed only for the length of a command."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import hydra
+import torch
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+
+from ofa.errors import UserError
+from ofa.paths import CONF_DIR, HW_PROFILES_DIR, REPO_ROOT
+
+__all__ = [
+    "CONF_DIR",
+    "HW_PROFILES_DIR",
+    "REPO_ROOT",
+    "USER_ERRORS",
+    "UserError",
+    "compose",
+    "hydra_command",
+    "make_console",
+    "quiet_libraries",
+    "register_resolvers",
+    "root_cause",
+    "torch_threads",
+]
+
+# Exceptions that mean "bad input", reported without a traceback.
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, InstantiationException, OmegaConfBaseException)
+
+# Warnings of the libraries we drive that say nothing a user can act on.
+QUIET_WARNINGS = (
+    "Using ModelCheckpoint with manual optimization",  # checkpoints follow the optimiser step on purpose
+    ".*isinstance.treespec, LeafSpec.*",
+)
+
+
+def _head_epochs(total: int, fraction: float) -> int:
+    """Epochs in the first `fraction` of `total` (at least 1, leaving at least 1)."""
+    return min(max(1, round(total * fraction)), total - 1)
+
+
+def register_resolvers() -> None:
+    """The OmegaConf resolvers conf/ uses (the delayed-shrinking schedule splits its epochs by a
+    fraction). Idempotent; called before any config is composed."""
+    if not OmegaConf.has_resolver("ofa_head_epochs"):
+        OmegaConf.register_new_resolver("ofa_head_epochs", _head_epochs)
+    if not OmegaConf.has_resolver("ofa_tail_epochs"):
+        OmegaConf.register_new_resolver("ofa_tail_epochs", lambda t, f: t - _head_epochs(t, f))
+
+
+def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """A primary config of conf/ composed with `overrides` (outside a running Hydra app: tests, the pipeline)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_resolvers()
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name, overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
+def make_console() -> Console:
+    """Rich console; 120 columns when output is not a terminal (logs, CI) so tables stay whole."""
+    return Console(width=None if sys.stdout.isatty() else 120)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost cause (Hydra wraps errors raised while instantiating configs)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `n` (None or 0: unchanged) for the block, then restored."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Optuna's per-trial INFO lines and the library warnings in QUIET_WARNINGS off for the block."""
+    optuna_logger = logging.getLogger("optuna")
+    level = optuna_logger.level
+    optuna_logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for message in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        optuna_logger.setLevel(level)
+
+
+def report_user_error(exc: BaseException) -> None:
+    """Print `error: <Type>: <first line>` on stderr and exit 2."""
+    cause = root_cause(exc)
+    first_line = (str(cause).strip().splitlines() or [""])[0]  # OmegaConf appends key details
+    print(f"error: {type(cause).__name__}: {first_line}", file=sys.stderr)
+    sys.exit(2)
+
+
+def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], None]]:
+    """Turn `task(cfg)` into a console-script entry point using `conf/<config_name>.yaml`."""
+    if not CONF_DIR.is_dir():
+        raise RuntimeError(f"Hydra configs not found at {CONF_DIR}; install the project editable (pip install -e .)")
+
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], None]:
+        @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
+        @functools.wraps(task)
+        def entry(cfg: DictConfig) -> None:
+            try:
+                with quiet_libraries():
+                    task(cfg)
+            except USER_ERRORS as exc:
+                report_user_error(exc)
+
+        def main() -> None:
+            register_resolvers()  # before Hydra composes the config
+            entry()
+
+        return functools.wraps(task)(main)
+
+    return decorate
