@@ -27,11 +27,10 @@ from rich.progress import track
 from rich.table import Table
 
 from app.shell import CONF_DIR, make_console
-from ofa.checkpoint import load_supernet
+from ofa.checkpoint import load_supernet, resolve_checkpoint
 from ofa.evaluation import recalibrate_bn, resize
 from ofa.io import atomic_write_json
 from ofa.space import ArchConfig
-from ofa.training.eval_subnets import resolve_checkpoint
 from predictors.metrics import kendall_tau
 
 

@@ -19,10 +19,9 @@ from pathlib import Path
 from rich.table import Table
 
 from app.shell import make_console
-from ofa.checkpoint import load_supernet
+from ofa.checkpoint import load_supernet, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
 from ofa.evaluation import count_correct, recalibrate_bn
-from ofa.training.eval_subnets import resolve_checkpoint
 from ofa.training.standalone import train_standalone
 
 

@@ -59,3 +59,13 @@ def load_supernet(path: str | Path, space: MBV3Space | None = None) -> tuple[OFA
     supernet = OFAMobileNetV3(space=meta["space"], dropout=meta["dropout"])
     supernet.load_state_dict(load_file(str(path)))
     return supernet.eval(), meta
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A supernet file, or a training run folder holding `supernet.safetensors`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "supernet.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no supernet checkpoint at {path} (run ofa-train first, or pass checkpoint=<file>)")
+    return path

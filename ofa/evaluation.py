@@ -52,3 +52,16 @@ def count_correct(
         correct += int((pred == y).sum())
         total += len(y)
     return correct, total
+
+
+def subnet_accuracy(
+    supernet: nn.Module,
+    arch: object,
+    calibration_images: torch.Tensor,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[nn.Module, float]:
+    """A sub-network of `supernet` (an `OFAMobileNetV3`) extracted, its BN recalibrated on
+    `calibration_images`, and its accuracy over the normalised validation `batches`."""
+    net = recalibrate_bn(supernet.extract_subnet(arch), calibration_images, arch.r)
+    correct, total = count_correct(net, batches, arch.r)
+    return net, correct / total

@@ -3,7 +3,7 @@
 Library entry: `search.run(space, objectives, constraints, n_trials, population_size, seed,
 storage=None)` -> `SearchResult` (the feasible Pareto front and every evaluation), and
 `search.select_for_budgets(result, budgets)` for the best arch under each budget. Names
-are imported lazily so that `search.pipeline` does not load Optuna.
+are imported lazily so that importing `search` does not load Optuna.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ evaluations) is shared by the tests of this module.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from app.pipeline import run_pipeline
 from app.shell import CONF_DIR
 from ofa.export import load_subnet
-from search.pipeline import run_pipeline
 
 SMALL = [
     "experiment=smoke",
@@ -86,19 +87,21 @@ def test_exported_onnx_matches_the_torch_subnetwork(run_dir):
     assert net.arch.key() == report["budgets"][0]["arch"]
 
 
-def test_rerun_skips_current_stages_and_a_changed_setting_reruns_only_its_stage(run_dir):
-    pipeline(run_dir)
-    first = stage_seconds(run_dir)
-    pipeline(run_dir, ["stages.search.n_trials=200"])
-    second = stage_seconds(run_dir)
+def test_rerun_skips_current_stages_and_a_changed_setting_reruns_only_its_stage(run_dir, tmp_path):
+    copy = tmp_path / "pipeline"  # a copy: the shared run folder stays as the other tests read it
+    shutil.copytree(run_dir, copy)
+    pipeline(copy)
+    first = stage_seconds(copy)
+    pipeline(copy, ["stages.search.n_trials=200"])
+    second = stage_seconds(copy)
     assert {s: second[s] == first[s] for s in STAGES[:-1]} == dict.fromkeys(STAGES[:-1], True)
-    report = json.loads((run_dir / "search" / "report.json").read_text())
+    report = json.loads((copy / "search" / "report.json").read_text())
     assert report["evaluations"] == 200
 
 
 def test_search_command_refuses_an_impossible_budget_in_one_line(run_dir, tmp_path):
     cmd = [
-        sys.executable, "-m", "search.cli", f"checkpoint={run_dir / 'train'}", "threads=1",
+        sys.executable, "-m", "app.search", f"checkpoint={run_dir / 'train'}", "threads=1",
         f"predictors.acc={run_dir / 'fit' / 'acc'}", f"predictors.latency_ms={run_dir / 'fit' / 'latency_ms'}",
         "budgets.latency_ms=[0.001]", "n_trials=100", "population_size=20", f"hydra.run.dir={tmp_path}",
     ]  # fmt: skip
@@ -119,7 +122,7 @@ def test_search_command_refuses_an_impossible_budget_in_one_line(run_dir, tmp_pa
     ],
 )
 def test_search_command_bad_input_is_one_line(run_dir, tmp_path, override, message):
-    cmd = [sys.executable, "-m", "search.cli", f"checkpoint={run_dir / 'train'}", override,
+    cmd = [sys.executable, "-m", "app.search", f"checkpoint={run_dir / 'train'}", override,
            f"hydra.run.dir={tmp_path}"]  # fmt: skip
     if override.startswith("budgets.power_mw"):
         cmd[-2] = "+" + override
@@ -132,8 +135,8 @@ def test_search_command_bad_input_is_one_line(run_dir, tmp_path, override, messa
 def test_search_refuses_predictors_of_another_space(run_dir, shared_data, tmp_path):
     from omegaconf import OmegaConf
 
+    from app.search import run_search
     from predictors.fit import fit_predictor
-    from search.cli import run_search
 
     lines = (shared_data / "ofa_mbv3_gpu_latency.csv").read_text().splitlines()[:201]
     table = tmp_path / "imagenet_latency.csv"
@@ -150,7 +153,7 @@ def test_search_refuses_predictors_of_another_space(run_dir, shared_data, tmp_pa
 
 def test_search_logs_its_table_and_plots_to_an_offline_wandb_run(run_dir, tmp_path):
     cmd = [
-        sys.executable, "-m", "search.cli", f"checkpoint={run_dir / 'train'}", "threads=1",
+        sys.executable, "-m", "app.search", f"checkpoint={run_dir / 'train'}", "threads=1",
         f"predictors.acc={run_dir / 'fit' / 'acc'}", f"predictors.latency_ms={run_dir / 'fit' / 'latency_ms'}",
         "budgets.latency_ms=[100]", "n_trials=60", "population_size=20", "measure_latency=false", "export=false",
         "wandb.enabled=true", "wandb.mode=offline", f"hydra.run.dir={tmp_path}",

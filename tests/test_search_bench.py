@@ -36,7 +36,7 @@ def test_cli_writes_front_evaluations_summary_and_plot(shared_data, tmp_path):
     csv_path = shared_data / "nb201_accuracy_latency.csv"
     out = tmp_path / "bench"
     cmd = [
-        sys.executable, "-m", "search.benchmarks.cli", f"table={csv_path}", f"accuracy={ACC}",
+        sys.executable, "-m", "app.search_bench", f"table={csv_path}", f"accuracy={ACC}",
         f"latency={XEON}", "n_trials=150", "seed=1", f"out={out}",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -104,7 +104,7 @@ def test_exact_front_scores_one_and_a_subset_scores_less(table):
 )
 def test_cli_bad_input_is_one_line(shared_data, tmp_path, override, message):
     cmd = [
-        sys.executable, "-m", "search.benchmarks.cli", f"table={shared_data / 'nb201_accuracy_latency.csv'}",
+        sys.executable, "-m", "app.search_bench", f"table={shared_data / 'nb201_accuracy_latency.csv'}",
         "n_trials=20", f"out={tmp_path}", override,
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)

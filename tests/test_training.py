@@ -16,12 +16,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from app.shell import CONF_DIR
+from app.train import train
 from ofa.checkpoint import load_supernet
 from ofa.space import SPACES
 from ofa.training.eval_subnets import eval_archs, evaluate_subnets
 from ofa.training.module import SupernetModule
 from ofa.training.schedule import Phase, Schedule
-from ofa.training.train import train
 
 SMOKE = ["experiment=smoke"]
 PS_PHASES = ["full", "kernel", "depth_1", "depth_2", "expand_1", "expand_2"]
@@ -162,9 +162,10 @@ def test_eval_subnets_writes_resumable_rows(smoke_run, tmp_path):
     assert archs[0] == supernet.space.smallest(min(supernet.space.resolutions)) and len(set(archs)) == 6
     out = tmp_path / "acc.csv"
     seen = []
-    evaluate_subnets(supernet, dm, archs[:4], out, 64, on_row=seen.append)
-    rows = evaluate_subnets(supernet, dm, archs, out, 64, on_row=seen.append)
-    assert len(seen) == 6 and len(rows) == 6  # the second call evaluated only the 2 new ones
+    evaluate_subnets(supernet, dm, archs[:4], out, 64, on_progress=lambda done, total: seen.append((done, total)))
+    rows = evaluate_subnets(supernet, dm, archs, out, 64, on_progress=lambda done, total: seen.append((done, total)))
+    # the second call evaluated only the 2 new ones
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4), (1, 2), (2, 2)] and len(rows) == 6
     for row, arch in zip(rows, archs):
         assert SPACES["mnist"].parse(row) == arch
         assert 0.0 <= float(row["acc"]) <= 1.0 and int(row["macs"]) == supernet.count_macs(arch)
@@ -174,7 +175,7 @@ def test_eval_subnets_writes_resumable_rows(smoke_run, tmp_path):
 def test_resumes_after_being_killed(tmp_path):
     run_dir = tmp_path / "run"
     args = ofa_cmd(
-        "ofa.training.train",
+        "app.train",
         *SMOKE,
         "logger=csv",
         f"hydra.run.dir={run_dir}",
@@ -210,7 +211,7 @@ def test_bad_input_is_one_line(tmp_path):
         ("data=cifar10 data.root=/nonexistent", "error: FileNotFoundError: data root /nonexistent does not exist"),
     ]:
         out = subprocess.run(
-            ofa_cmd("ofa.training.train", *SMOKE, f"hydra.run.dir={tmp_path}", *override.split()),
+            ofa_cmd("app.train", *SMOKE, f"hydra.run.dir={tmp_path}", *override.split()),
             capture_output=True,
             text=True,
             timeout=300,
@@ -237,7 +238,7 @@ def test_sweep_command_lines_parse_and_run(tmp_path):
             if part == "${args_no_hyphens}":
                 cmd += args
             elif part == sweep["program"]:
-                cmd += ofa_cmd("ofa.training.train")
+                cmd += ofa_cmd("app.train")
             else:
                 cmd.append(part)
         cmd += [*SMOKE, "trainer.limit_train_batches=1", f"hydra.run.dir={tmp_path / str(i)}"]
@@ -252,7 +253,7 @@ def test_wandb_offline_run_folder_holds_the_metrics(tmp_path):
     env.pop("WANDB_MODE", None)
     run_dir = tmp_path / "run"
     cmd = ofa_cmd(
-        "ofa.training.train",
+        "app.train",
         *SMOKE,
         "logger=wandb",
         "epochs_per_phase=1",
@@ -271,7 +272,7 @@ def test_wandb_offline_run_folder_holds_the_metrics(tmp_path):
 @pytest.mark.slow
 def test_multirun_trains_each_job(tmp_path):
     cmd = ofa_cmd(
-        "ofa.training.train",
+        "app.train",
         "-m",
         *SMOKE,
         "trainer.limit_train_batches=1",
@@ -287,7 +288,7 @@ def test_multirun_trains_each_job(tmp_path):
 def test_ddp_on_two_cpu_processes_keeps_ranks_identical(tmp_path):
     run_dir = tmp_path / "ddp"
     cmd = ofa_cmd(
-        "ofa.training.train",
+        "app.train",
         *SMOKE,
         "trainer=ddp",
         "trainer.limit_train_batches=2",
@@ -313,7 +314,7 @@ def test_submitit_launcher_configs_compose(launcher, target):
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_a_multirun(tmp_path):
     cmd = ofa_cmd(
-        "ofa.training.train", "-m", *SMOKE, "hydra/launcher=ofa_local", "trainer.limit_train_batches=1",
+        "app.train", "-m", *SMOKE, "hydra/launcher=ofa_local", "trainer.limit_train_batches=1",
         "schedule=sandwich", "logger=none", "seed=0,1", f"hydra.sweep.dir={tmp_path}",
     )  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

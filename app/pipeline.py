@@ -4,7 +4,7 @@ train the supernet -> evaluate sampled sub-networks (accuracy table) -> profile 
 this CPU (latency table) -> fit latency and accuracy predictors -> search the device's budgets
 and export the chosen sub-networks, ending with a table per budget (predicted vs measured) and
 the Pareto plot. Each stage lives in `<run_dir>/<stage>/` and is skipped when
-its output is current (search/stages.py): rerunning is cheap, and a changed config reruns what
+its output is current (app/stages.py): rerunning is cheap, and a changed config reruns what
 depends on it.
 """
 
@@ -17,28 +17,30 @@ from typing import Any
 
 import hydra
 import torch
-from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from app.shell import hydra_command, make_console
+from app.progress import progress_bar
+from app.search_report import BudgetRow, console_table
+from app.shell import compose, hydra_command, make_console, torch_threads
+from app.stages import Stage, StageRunner
+from app.train import train
 from ofa.checkpoint import load_supernet
 from ofa.data.datamodule import ImageDataModule
 from ofa.networks import OFAMobileNetV3
 from ofa.training.eval_subnets import eval_archs, evaluate_subnets
-from ofa.training.train import train
 from predictors.fit import fit_predictor
 from predictors.measure.profile import load_profile
 from predictors.profiling import profile_subnets
 from predictors.sampling import sample_spread
-from search.report import BudgetRow, console_table
-from search.stages import Stage, StageRunner
 
 # The parts of the config the trained supernet depends on (logging, threads and checkpoint
 # cadence do not change the result).
-TRAIN_KEYS = ("seed", "supernet", "data", "schedule", "trainer", "optim", "kd", "validation", "epochs_per_phase")
+TRAIN_KEYS = (
+    "seed", "supernet", "data", "schedule", "trainer", "callbacks", "optim", "kd", "validation", "epochs_per_phase",
+)  # fmt: skip
 
 
 def _plain(cfg: DictConfig, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -66,7 +68,10 @@ def eval_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
         supernet, meta = load_supernet(runner.folder("train") / "supernet.safetensors")
         dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=meta["info"]["seed"])
         archs = eval_archs(supernet.space, settings["n_subnets"], settings["seed"])
-        rows = evaluate_subnets(supernet, dm, archs, folder / "accuracy.csv", settings["bn_calibration_images"])
+        with progress_bar(runner.console, "evaluating sub-networks") as on_progress:
+            rows = evaluate_subnets(
+                supernet, dm, archs, folder / "accuracy.csv", settings["bn_calibration_images"], on_progress
+            )
         accs = sorted(float(r["acc"]) for r in rows)
         return {"table": str(folder / "accuracy.csv"), "n": len(rows), "acc_min": accs[0], "acc_max": accs[-1]}
 
@@ -81,8 +86,9 @@ def profile_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
     config = {**settings, "profile": repr(profile), "space": space.fingerprint()}
 
     def run(folder: Path) -> dict[str, Any]:
-        torch.manual_seed(settings["seed"])
-        supernet = OFAMobileNetV3(space=space).eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings["seed"])  # latency does not depend on the weights; seeded all the same
+            supernet = OFAMobileNetV3(space=space).eval()
         archs = sample_spread(space, settings["n_subnets"], settings["seed"])
         report = profile_subnets(
             profile, supernet, archs, output=folder / "measurements.csv", workdir=folder / "cache",
@@ -136,7 +142,7 @@ def search_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
     profile_settings = _plain(cfg.stages.profile)
 
     def run(folder: Path) -> dict[str, Any]:
-        from search.cli import run_search
+        from app.search import run_search
 
         budgets = settings["budgets_latency_ms"] or budgets_from_profiled(
             runner.run_dir / "profile" / "measurements.csv", settings["budget_quantiles"]
@@ -178,16 +184,15 @@ def predictor_table(fit_summary: dict[str, Any]) -> Table:
 
 def run_pipeline(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
     console = console or make_console()
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
     runner = StageRunner(Path(run_dir), console)
     start = time.perf_counter()
     summaries: dict[str, Any] = {}
-    summaries["train"] = runner.run(train_stage(cfg))
-    summaries["eval"] = runner.run(eval_stage(cfg, runner))
-    summaries["profile"] = runner.run(profile_stage(cfg, runner))
-    summaries["fit"] = runner.run(fit_stage(cfg, runner))
-    summaries["search"] = runner.run(search_stage(cfg, runner))
+    with torch_threads(cfg.get("threads")):
+        summaries["train"] = runner.run(train_stage(cfg))
+        summaries["eval"] = runner.run(eval_stage(cfg, runner))
+        summaries["profile"] = runner.run(profile_stage(cfg, runner))
+        summaries["fit"] = runner.run(fit_stage(cfg, runner))
+        summaries["search"] = runner.run(search_stage(cfg, runner))
     console.print(predictor_table(summaries["fit"]))
     report = json.loads(Path(summaries["search"]["report"]).read_text())
     rows = [BudgetRow(**{k: v for k, v in b.items()}) for b in report["budgets"]]

@@ -7,6 +7,7 @@ JSON, the Markdown table, the console table and the Pareto plot.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
+from ofa.arch import ArchConfig
 from ofa.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
@@ -48,14 +50,11 @@ def _acc(row: BudgetRow, where: str) -> str:
 
 
 def short_arch(key: str) -> str:
-    """`r28 d4-2-2-3-4 #1a2b3c` for `ks..._e..._d..._r28`: resolution, depths and a hash of the
-    full key (console tables stay narrow; report.md and report.json hold the full key)."""
-    import hashlib
-
-    parts = key.split("_")
-    depth = next((p[1:] for p in parts if p.startswith("d")), "?")
-    res = next((p[1:] for p in parts if p.startswith("r")), "?")
-    return f"r{res} d{depth} #{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+    """`r28 d4-2-2-3-4 #1a2b3c` for an arch key: resolution, depths and a hash of the full key
+    (console tables stay narrow; report.md and report.json hold the full key)."""
+    arch = ArchConfig.from_key(key)
+    depths = "-".join(map(str, arch.d))
+    return f"r{arch.r} d{depths} #{hashlib.sha1(key.encode()).hexdigest()[:6]}"
 
 
 def _limits_text(limits: dict[str, float]) -> str:
