@@ -51,7 +51,11 @@ def group_options(group: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("group", "option"),
-    [(g, o) for g in ("supernet", "data", "schedule", "trainer", "logger", "experiment") for o in group_options(g)],
+    [
+        (g, o)
+        for g in ("supernet", "data", "schedule", "trainer", "logger", "callbacks", "experiment")
+        for o in group_options(g)
+    ],
 )
 def test_every_train_config_composes(group, option):
     overrides = [f"{group}={option}"]
@@ -60,6 +64,11 @@ def test_every_train_config_composes(group, option):
     cfg = compose_cfg("train", overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["name"]
+    if group == "callbacks":
+        from app.train import build_callbacks
+
+        callbacks = build_callbacks(cfg, Path("/tmp/run"))
+        assert callbacks and len(callbacks) == len(cfg.callbacks)
     if group == "schedule":
         schedule = Schedule.from_config(resolved["schedule"])
         schedule.validate_against(SPACES["mnist"])
@@ -71,6 +80,20 @@ def test_every_primary_config_composes(name):
     cfg = compose_cfg(name, [])
     OmegaConf.to_container(cfg, resolve=False)
     assert len(cfg) > 0
+
+
+def test_optional_callbacks_join_the_default_ones_and_run(tmp_path):
+    overrides = [
+        *SMOKE,
+        "schedule=sandwich",
+        "trainer.limit_train_batches=2",
+        "callbacks=[default,lr_monitor,early_stopping]",
+    ]
+    result = train(compose_cfg("train", overrides), tmp_path)
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert any(col.startswith("lr-SGD") for col in header), header  # LearningRateMonitor logged
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and result.global_step > 0
 
 
 def test_deps_splits_its_epochs_by_the_fraction():

@@ -8,7 +8,8 @@ resumed run sees the same augmentation as an uninterrupted one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -60,36 +61,51 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+@dataclass(frozen=True)
+class DataSpec:
+    """What `ImageDataModule` loads and how: the dataset, its split, batches and augmentation."""
+
+    name: str = "mnist5k"
+    root: str | None = None  # a local copy (CIFAR, ImageFolder); the embedded datasets need none
+    val_fraction: float = 0.2
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    num_workers: int = 0
+    mean: Sequence[float] = (0.1307,)
+    std: Sequence[float] = (0.3081,)
+    shift: int = 0
+    hflip: bool = False
+    seed: int = 0
+    image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in KNOWN:
+            raise ValueError(f"dataset {self.name!r} is not allowed; allowed: {', '.join(KNOWN)}")
+        if self.name not in EMBEDDED and not self.root:
+            raise ValueError(f"dataset {self.name!r} reads a local copy: set data.root=<path>")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size = {self.batch_size} must be at least 1")
+
+
 class ImageDataModule(L.LightningDataModule):
-    def __init__(
-        self,
-        name: str = "mnist5k",
-        root: str | None = None,
-        val_fraction: float = 0.2,
-        batch_size: int = 64,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
-        mean: Sequence[float] = (0.1307,),
-        std: Sequence[float] = (0.3081,),
-        shift: int = 0,
-        hflip: bool = False,
-        seed: int = 0,
-        image_size: int | None = None,
-    ) -> None:
+    """`ImageDataModule(DataSpec(...))`, or with the spec's fields as keywords (as Hydra's
+    `instantiate` calls it from conf/data/)."""
+
+    def __init__(self, spec: DataSpec | None = None, **fields: Any) -> None:
         super().__init__()
-        if name not in KNOWN:
-            raise ValueError(f"dataset {name!r} is not allowed; allowed: {', '.join(KNOWN)}")
-        if name not in EMBEDDED and not root:
-            raise ValueError(f"dataset {name!r} reads a local copy: set data.root=<path>")
-        if batch_size < 1:
-            raise ValueError(f"batch_size = {batch_size} must be at least 1")
-        self.name, self.root, self.val_fraction = name, root, val_fraction
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.mean = torch.tensor(list(mean)).view(1, -1, 1, 1)
-        self.std = torch.tensor(list(std)).view(1, -1, 1, 1)
-        self.augment = Augment(shift, hflip)
-        self.seed = seed
-        self.image_size = image_size
+        spec = replace(spec, **fields) if spec is not None else DataSpec(**fields)
+        self.spec = spec
+        self.name, self.root, self.val_fraction = spec.name, spec.root, spec.val_fraction
+        self.batch_size, self.eval_batch_size, self.num_workers = (
+            spec.batch_size,
+            spec.eval_batch_size,
+            spec.num_workers,
+        )
+        self.mean = torch.tensor(list(spec.mean)).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(spec.std)).view(1, -1, 1, 1)
+        self.augment = Augment(spec.shift, spec.hflip)
+        self.seed = spec.seed
+        self.image_size = spec.image_size
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.num_classes: int | None = None

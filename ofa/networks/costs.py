@@ -8,6 +8,7 @@ strided layer; SE, feature-mix and classifier act on 1x1 maps.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ofa.networks.mobilenet_v3 import block_specs
@@ -42,6 +43,30 @@ def _conv(
     return params, weights * side * side
 
 
+def _block_costs(space: MBV3Space, arch: ArchConfig, side: int) -> list[tuple[LayerCost, int]]:
+    """The MBConv blocks' costs, each with the feature-map side after it."""
+    out = []
+    stage_of_block = [s for s in range(space.n_stages) for _ in range(arch.d[s])]
+    for spec, stage in zip(block_specs(space, arch), stage_of_block):
+        cin, mid, cout = spec["in_channels"], spec["mid_channels"], spec["out_channels"]
+        out_side = _strided(side, spec["stride"])
+        parts = [
+            _conv(cin, mid, 1, side),
+            _conv(mid, mid, spec["kernel_size"], out_side, groups=mid),
+        ]
+        if spec["se_hidden"]:
+            hidden = spec["se_hidden"]
+            parts += [_conv(mid, hidden, 1, 1, bias=True, bn=False), _conv(hidden, mid, 1, 1, bias=True, bn=False)]
+        parts.append(_conv(mid, cout, 1, out_side))
+        shape = (
+            f"mbconv:in{side}:{cin}>{mid}>{cout}:k{spec['kernel_size']}:s{spec['stride']}"
+            f":{spec['activation']}:se{spec['se_hidden'] or 0}"
+        )
+        out.append((LayerCost("block", stage, sum(p for p, _ in parts), sum(m for _, m in parts), shape), out_side))
+        side = out_side
+    return out
+
+
 def layer_costs(space: MBV3Space, arch: ArchConfig) -> list[LayerCost]:
     """Per-layer costs of the sub-network `arch`, in execution order."""
     arch = space.validate(arch)
@@ -66,23 +91,8 @@ def layer_costs(space: MBV3Space, arch: ArchConfig) -> list[LayerCost]:
         _conv(w["stem"], w["first_block"], 1, side),
     )
 
-    stage_of_block = [s for s in range(space.n_stages) for _ in range(arch.d[s])]
-    for i, (spec, stage) in enumerate(zip(block_specs(space, arch), stage_of_block)):
-        cin, mid, cout = spec["in_channels"], spec["mid_channels"], spec["out_channels"]
-        out_side = _strided(side, spec["stride"])
-        parts = [
-            _conv(cin, mid, 1, side),
-            _conv(mid, mid, spec["kernel_size"], out_side, groups=mid),
-        ]
-        if spec["se_hidden"]:
-            hidden = spec["se_hidden"]
-            parts += [_conv(mid, hidden, 1, 1, bias=True, bn=False), _conv(hidden, mid, 1, 1, bias=True, bn=False)]
-        parts.append(_conv(mid, cout, 1, out_side))
-        shape = (
-            f"mbconv:in{side}:{cin}>{mid}>{cout}:k{spec['kernel_size']}:s{spec['stride']}"
-            f":{spec['activation']}:se{spec['se_hidden'] or 0}"
-        )
-        add(f"block{i}", stage, shape, *parts)
+    for i, (cost, out_side) in enumerate(_block_costs(space, arch, side)):
+        costs.append(dataclasses.replace(cost, name=f"block{i}"))
         side = out_side
 
     add(

@@ -98,19 +98,21 @@ def train_standalone(
     limit_train_batches: int | float = 1.0,
 ) -> float:
     """Validation accuracy of `arch` trained alone for `epochs` epochs."""
-    L.seed_everything(seed, verbose=False)
-    module = StandaloneModule(space, arch, lr, epochs)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_train_batches=limit_train_batches,
-        check_val_every_n_epoch=epochs,
-        enable_progress_bar=False,
-    )
-    trainer.fit(module, datamodule=dm)
+    # Weights and dropout draw from torch's generator: seeded here, and restored afterwards.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = StandaloneModule(space, arch, lr, epochs)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_epochs=epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_train_batches=limit_train_batches,
+            check_val_every_n_epoch=epochs,
+            enable_progress_bar=False,
+        )
+        trainer.fit(module, datamodule=dm)
     return float(trainer.callback_metrics["val/acc"])
