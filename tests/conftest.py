@@ -72,3 +72,19 @@ def images(n: int, channels: int, resolution: int, generator: torch.Generator) -
 def make_supernet(seed: int = 0, **kwargs) -> OFAMobileNetV3:
     torch.manual_seed(seed)
     return randomize_(OFAMobileNetV3(**kwargs), seed)
+
+
+def user_error_line(task, capsys) -> str:
+    """The one line a command prints for the bad input `task()` raises, through the same
+    reporting the Hydra entry points use (in process: no interpreter start per case)."""
+    from app.shell import USER_ERRORS, report_user_error
+
+    with pytest.raises(SystemExit) as info:
+        try:
+            task()
+        except USER_ERRORS as exc:
+            report_user_error(exc)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]

@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from app.pipeline import run_pipeline
 from app.shell import CONF_DIR
 from ofa.export import load_subnet
+from tests.conftest import user_error_line
 
 SMALL = [
     "experiment=smoke",
@@ -113,23 +114,29 @@ def test_search_command_refuses_an_impossible_budget_in_one_line(run_dir, tmp_pa
     assert (tmp_path / "report.md").is_file()  # what was found is still written
 
 
+def test_search_command_bad_input_is_one_line(run_dir, tmp_path):
+    cmd = [sys.executable, "-m", "app.search", f"checkpoint={run_dir / 'train'}", "device=no-such-device",
+           f"hydra.run.dir={tmp_path}"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert "no-such-device" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("device=no-such-device", "no-such-device"),
-        ("budgets.power_mw=[3]", "budgets.power_mw is not a budget metric; allowed: latency_ms, power_w, energy_mj"),
+        ("+budgets.power_mw=[3]", "budgets.power_mw is not a budget metric; allowed: latency_ms, power_w, energy_mj"),
         ("budgets.latency_ms=[-1]", "budgets.latency_ms = [-1] must be positive numbers"),
     ],
 )
-def test_search_command_bad_input_is_one_line(run_dir, tmp_path, override, message):
-    cmd = [sys.executable, "-m", "app.search", f"checkpoint={run_dir / 'train'}", override,
-           f"hydra.run.dir={tmp_path}"]  # fmt: skip
-    if override.startswith("budgets.power_mw"):
-        cmd[-2] = "+" + override
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2, out.stderr
-    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert "Traceback" not in out.stdout + out.stderr
+def test_search_bad_budgets_are_one_line(run_dir, tmp_path, capsys, override, message):
+    from app.search import run_search
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("search", overrides=[f"checkpoint={run_dir / 'train'}", override])
+    line = user_error_line(lambda: run_search(cfg, tmp_path), capsys)
+    assert message in line
 
 
 def test_search_refuses_predictors_of_another_space(run_dir, shared_data, tmp_path):
