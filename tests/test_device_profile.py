@@ -121,7 +121,7 @@ def test_cli_reports_a_bad_profile_in_one_line(tmp_path, args, message):
     for name, changes in (("good", {}), ("bad", {"precision": "fp16"})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "profile.yaml").write_text(yaml.safe_dump({**data, **changes}))
-    cmd = [sys.executable, "-m", "predictors.profiling", *args, f"profiles_dir={tmp_path}"]
+    cmd = [sys.executable, "-m", "app.profile", *args, f"profiles_dir={tmp_path}"]
     cmd += [f"hydra.run.dir={tmp_path / 'run'}", f"output={tmp_path / 'm.csv'}"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.returncode == 2, out.stderr
