@@ -20,12 +20,11 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from app.shell import make_console
 from ofa.io import atomic_write_csv, atomic_write_json
-from predictors.fit import fit_predictor
+from predictors.fit import FitSettings, fit_predictor
 
 TABLE = Path("../shared/data/ofa_mbv3_gpu_latency.csv")  # relative to the working directory (the repo)
 README_BASELINE = {  # the data README's quoted one-hot ridge taus
@@ -68,11 +67,8 @@ def main() -> None:
                 train_csv if split == "readme" else args.table,
                 column,
                 args.out / f"{column}-{split}",
+                FitSettings(model=args.model, plot=False, **kwargs),
                 space="ofa_mbv3_w10",
-                model=args.model,
-                plot=False,
-                console=Console(quiet=True),
-                **kwargs,
             )
             m, b = result.metrics, result.metrics["baseline_onehot_ridge"]
             rows.append(

@@ -24,11 +24,12 @@ from pathlib import Path
 import yaml
 from rich.table import Table
 
+from app.profile import build_supernet, progress_bar
 from app.shell import REPO_ROOT, make_console
 from ofa.io import atomic_write_json
 from predictors.measure.profile import HW_PROFILES_DIR, load_profile
 from predictors.measure.timing import STATISTICS
-from predictors.profiling import build_supernet, profile_subnets
+from predictors.profiling import profile_subnets
 from predictors.repeatability import compare_runs
 from predictors.sampling import sample_spread
 
@@ -76,16 +77,17 @@ def main() -> None:
     for run in (1, 2):
         start = time.perf_counter()
         # The second run reuses the first's ONNX exports (kept in out/cache): only measurement repeats.
-        profile_subnets(
-            profile,
-            supernet,
-            archs,
-            out / f"run{run}.csv",
-            args.cache or out / "cache",
-            console,
-            seed=args.seed + run,
-            backend_kwargs={"keep_exports": True},
-        )
+        with progress_bar(console, f"run {run}: measuring on {profile.name}") as on_progress:
+            profile_subnets(
+                profile,
+                supernet,
+                archs,
+                out / f"run{run}.csv",
+                args.cache or out / "cache",
+                seed=args.seed + run,
+                on_progress=on_progress,
+                backend_kwargs={"keep_exports": True},
+            )
         walls.append(time.perf_counter() - start)
     if args.cache is None:
         shutil.rmtree(out / "cache", ignore_errors=True)

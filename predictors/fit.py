@@ -1,6 +1,6 @@
 """Fit a predictor from a measurement table: candidates scored by cross-validation on the
 training rows, the best refitted and scored on held-out rows, saved with its metrics and a
-calibration plot. `ofa-fit` (config `conf/fit.yaml`) is a thin shell over `fit_predictor`.
+calibration plot. `ofa-fit` (app/fit.py, config `conf/fit.yaml`) is a thin shell over `fit_predictor`.
 
 The split is grouped by sub-network, so repeated measurements of one config never sit on
 both sides: groups (configs, in order of first appearance) are shuffled by
@@ -11,134 +11,76 @@ go to the test side. With one row per config that is `permutation(n)[:n_test]`.
 from __future__ import annotations
 
 import contextlib
-import itertools
+import os
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress
-from rich.table import Table as RichTable
 
-from app.shell import hydra_command, make_console
 from ofa.io import atomic_write_json
-from ofa.space import MBV3Space, get_space
+from ofa.space import MBV3Space
+from predictors.candidates import (
+    MODEL_CHOICES,
+    Candidate,
+    CVScore,
+    Features,
+    choose,
+    cross_validate,
+    make_candidates,
+    parse_models,
+)
 from predictors.features import FEATURE_VERSION, ArchArrays
 from predictors.metrics import METRIC_KEYS, calibration_plot, regression_metrics
-from predictors.models import MODELS, build_model
-from predictors.predictor import TRANSFORMS, Predictor, json_safe
-from predictors.table import read_lut, read_table
+from predictors.models import build_model
+from predictors.predictor import Predictor, json_safe
+from predictors.table import Table, read_lut, read_table
 
-MODEL_CHOICES = ("auto", *MODELS)
+__all__ = ["MODEL_CHOICES", "FitResult", "FitSettings", "fit_predictor", "group_folds", "group_split"]
+
 BASELINE = {"kind": "ridge", "config": {"feature_set": "onehot", "alpha": 1.0, "robust": False}, "transform": "none"}
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One model kind, its hyper-parameters and its target transform."""
+class FitSettings:
+    """How `fit_predictor` splits, chooses and fits (conf/fit.yaml holds the same fields)."""
 
-    kind: str
-    config: Mapping[str, Any]
-    transform: str
-    label: str = ""  # the grid values that tell it apart from its siblings
-
-    @property
-    def name(self) -> str:
-        return "-".join(p for p in (self.kind, self.label, "log" if self.transform == "log" else "") if p)
-
-
-@dataclass
-class CVScore:
-    candidate: Candidate
-    description: str
-    folds: list[dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def mean(self, key: str) -> float:
-        values = [f[key] for f in self.folds if np.isfinite(f[key])]
-        return float(np.mean(values)) if values else float("nan")
-
-    def std(self, key: str) -> float:
-        values = [f[key] for f in self.folds if np.isfinite(f[key])]
-        return float(np.std(values)) if values else float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.candidate.name,
-            "description": self.description,
-            "kendall_tau": self.mean("kendall_tau"),
-            "kendall_tau_std": self.std("kendall_tau"),
-            "mape": self.mean("mape"),
-            "within_10pct": self.mean("within_10pct"),
-            "seconds": round(self.seconds, 2),
-        }
+    split_seed: int = 0  # held-out rows: default_rng(split_seed) over configs
+    test_fraction: float = 0.2
+    test_table: str | os.PathLike | None = None  # score on this table instead (train on all of `table`)
+    model: str | Sequence[str] = "auto"  # auto, a kind, or several (comma-separated or a list)
+    lut: str | os.PathLike | None = None  # lut.csv for the lookup-table model
+    transform: str = "auto"  # auto | log | none
+    cv_folds: int = 5
+    seed: int = 0  # model seeds and CV folds
+    bound: bool = False  # predictions softly bounded to the training targets' range
+    model_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # kind -> hyper-parameters
+    grid: Mapping[str, Mapping[str, Sequence[Any]]] = field(default_factory=dict)  # kind -> values CV also tries
+    plot: bool = True  # calibration.png
 
 
 @dataclass
 class FitResult:
     predictor: Predictor
     metrics: dict[str, Any]  # what metrics.json holds
-    cv: list[CVScore]
-    paths: dict[str, Path]
+    cv: list[CVScore]  # empty with a single candidate
+    paths: dict[str, Path]  # predictor, metrics, calibration
+    chosen: Candidate
+    candidates: list[Candidate]
+    n_rows: int  # rows of `table`
 
 
-def parse_models(model: str | Sequence[str]) -> list[str]:
-    """`auto`, one kind, or a comma-separated list of kinds."""
-    kinds = [m.strip() for m in (model.split(",") if isinstance(model, str) else model) if str(m).strip()]
-    if not kinds:
-        raise ValueError(f"model is empty; allowed: {', '.join(MODEL_CHOICES)}")
-    for k in kinds:
-        if k not in MODEL_CHOICES:
-            raise ValueError(f"model = {k!r} is not allowed; allowed: {', '.join(MODEL_CHOICES)}")
-    return kinds
-
-
-def make_candidates(
-    kinds: Sequence[str],
-    y: np.ndarray,
-    transform: str,
-    model_configs: Mapping[str, Mapping[str, Any]],
-    have_lut: bool,
-    grid: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
-) -> list[Candidate]:
-    """The candidates CV chooses between: each kind with its `model_configs` entry, once per
-    combination of the values listed in `grid[kind]`, and per target transform.
-    `transform=auto`: with positive targets ridge is tried on the raw and the log target
-    (costs add up per layer, so raw suits a linear model); the trees, which start from a ridge
-    fit, take the raw target; the MLP the log target (positive predictions, relative errors);
-    the LUT is always raw."""
-    if transform not in ("auto", *TRANSFORMS):
-        raise ValueError(f"transform = {transform!r} is not allowed; allowed: auto, {', '.join(TRANSFORMS)}")
-    positive = bool(np.all(y > 0))
-    if transform == "log" and not positive:
-        raise ValueError("transform = 'log' needs positive targets; the table has values <= 0 (use transform=none)")
-    if "auto" in kinds:
-        kinds = [k for k in MODELS if k != "lut" or have_lut]
-    if "lut" in kinds and not have_lut:
-        raise ValueError("model = 'lut' needs a lookup table: pass lut=<lut.csv>")
-    out = []
-    for kind in dict.fromkeys(kinds):
-        if kind == "lut":
-            options = ["none"]
-        elif transform != "auto":
-            options = [transform]
-        elif not positive:
-            options = ["none"]
-        else:
-            options = {"ridge": ["none", "log"], "gbt": ["none"]}.get(kind, ["log"])
-        axes = {k: list(v) for k, v in (grid or {}).get(kind, {}).items()}
-        for values in itertools.product(*axes.values()):
-            config = {**model_configs.get(kind, {}), **dict(zip(axes, values))}
-            label = "-".join(str(v) for v in values)
-            out += [Candidate(kind, config, t, label) for t in options]
-    return out
+@dataclass(frozen=True)
+class _Split:
+    train: ArchArrays
+    y_train: np.ndarray
+    test: ArchArrays
+    y_test: np.ndarray
+    train_keys: list[str]
+    info: dict[str, Any]  # how the held-out rows were chosen (recorded in metrics.json)
 
 
 def group_split(keys: Sequence[str], test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -181,172 +123,125 @@ def group_folds(keys: Sequence[str], n_folds: int, seed: int) -> list[np.ndarray
     return [np.array(sorted(f)) for f in folds]
 
 
-class _Features:
-    """Feature matrices per feature family, computed once for all rows and sliced per fold."""
-
-    def __init__(self, arrays: ArchArrays, space: MBV3Space, lut: Mapping[str, float] | None) -> None:
-        self.arrays, self.space, self.lut = arrays, space, lut
-        self._cache: dict[str, np.ndarray] = {}
-
-    def matrix(self, candidate: Candidate) -> np.ndarray:
-        model = build_model(candidate.kind, candidate.config, lut=self.lut)
-        key = candidate.kind if candidate.kind == "lut" else model.config()["feature_set"]
-        if key not in self._cache:
-            self._cache[key] = model.features(self.arrays, self.space)
-        return self._cache[key]
-
-
-def _fit_score(
-    candidate: Candidate,
-    X: np.ndarray,
-    y: np.ndarray,
-    train: np.ndarray,
-    val: np.ndarray,
-    lut,
-    seed: int,
-    bound: bool = False,
-) -> dict[str, float]:
-    from predictors.predictor import forward_transform, inverse_transform, soft_bound
-
-    model = build_model(candidate.kind, candidate.config, lut=lut)
-    model.fit(X[train], forward_transform(y[train], candidate.transform), seed)
-    pred = inverse_transform(model.predict(X[val]), candidate.transform)
-    if bound:
-        pred = soft_bound(pred, y[train].min(), y[train].max())
-    return regression_metrics(y[val], pred)
-
-
-def _choose(scores: list[CVScore]) -> CVScore:
-    """Highest mean CV Kendall tau (ranking is what the search uses); MAPE breaks ties."""
-
-    def key(s: CVScore) -> tuple[float, float]:
-        tau = s.mean("kendall_tau")
-        mape = s.mean("mape")
-        return (round(tau, 4) if np.isfinite(tau) else -2.0, -(mape if np.isfinite(mape) else np.inf))
-
-    return max(scores, key=key)
+def _split(data: Table, settings: FitSettings) -> _Split:
+    if settings.test_table:
+        held = read_table(settings.test_table, data.target, data.space)
+        info = {"test_table": str(held.path), "test_table_sha256": held.sha256}
+        return _Split(data.arrays, data.y, held.arrays, held.y, [a.key() for a in data.archs], info)
+    keys = [a.key() for a in data.archs]
+    train_rows, test_rows = group_split(keys, settings.test_fraction, settings.split_seed)
+    info = {"split_seed": settings.split_seed, "test_fraction": settings.test_fraction}
+    return _Split(*data.take(train_rows), *data.take(test_rows), [keys[i] for i in train_rows], info)
 
 
 def fit_predictor(
-    table: str | Path,
+    table: str | os.PathLike,
     target: str,
-    out: str | Path,
-    space: MBV3Space | str = "mnist",
-    split_seed: int = 0,
-    test_fraction: float = 0.2,
-    test_table: str | Path | None = None,
-    model: str | Sequence[str] = "auto",
-    lut: str | Path | None = None,
-    transform: str = "auto",
-    cv_folds: int = 5,
-    seed: int = 0,
-    bound: bool = False,
-    model_configs: Mapping[str, Mapping[str, Any]] | None = None,
-    grid: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
-    plot: bool = True,
-    console: Console | None = None,
+    out: str | os.PathLike,
+    settings: FitSettings | None = None,
+    space: MBV3Space | str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> FitResult:
     """Fit, choose, score and save a predictor of column `target` of `table` into `out`.
-    `bound`: predictions (CV, held-out and later) are softly bounded to the training targets' range."""
-    console = console or make_console()
-    space = get_space(space) if isinstance(space, str) else space
-    kinds = parse_models(model)
-    lut_table = read_lut(lut) if lut else None
+    `space`: a space or its name; None takes the space the table's fingerprints name (a table
+    without them is refused in one line asking for `space=<name>`). `on_progress(done, total)`
+    counts the cross-validation fits and the final fit."""
+    settings = settings or FitSettings()
+    kinds = parse_models(settings.model)
+    lut = read_lut(settings.lut) if settings.lut else None
     data = read_table(table, target, space)
-    if test_table:
-        held = read_table(test_table, target, space)
-        train_arrays, y_train, test_arrays, y_test = data.arrays, data.y, held.arrays, held.y
-        train_keys = [a.key() for a in data.archs]
-        split = {"test_table": str(held.path), "test_table_sha256": held.sha256}
-    else:
-        keys = [a.key() for a in data.archs]
-        train_rows, test_rows = group_split(keys, test_fraction, split_seed)
-        train_arrays, y_train = data.take(train_rows)
-        test_arrays, y_test = data.take(test_rows)
-        train_keys = [keys[i] for i in train_rows]
-        split = {"split_seed": split_seed, "test_fraction": test_fraction}
-    candidates = make_candidates(kinds, data.y, transform, model_configs or {}, lut_table is not None, grid)
-    console.print(
-        f"[bold]{target}[/] of {data.path} ({len(data)} rows, space {space.name}): "
-        f"{len(y_train)} training, {len(y_test)} held-out rows; candidates: {', '.join(c.name for c in candidates)}"
-    )
+    split = _split(data, settings)
+    candidates = make_candidates(kinds, data.y, settings.transform, settings.model_configs, lut is not None,
+                                 settings.grid)  # fmt: skip
+    folds = group_folds(split.train_keys, settings.cv_folds, settings.seed) if len(candidates) > 1 else []
+    total, done = len(candidates) * len(folds) + 1, 0
 
-    feats = _Features(train_arrays, space, lut_table)
-    scores: list[CVScore] = []
-    if len(candidates) > 1:
-        folds = group_folds(train_keys, cv_folds, seed)
-        all_rows = np.arange(len(y_train))
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("cross-validating candidates", total=len(candidates) * len(folds))
-            for cand in candidates:
-                X = feats.matrix(cand)
-                desc = build_model(cand.kind, cand.config, lut=lut_table).describe()
-                score = CVScore(cand, desc + (", log target" if cand.transform == "log" else ""))
-                start = time.perf_counter()
-                for val in folds:
-                    train = np.setdiff1d(all_rows, val)
-                    score.folds.append(_fit_score(cand, X, y_train, train, val, lut_table, seed, bound))
-                    progress.advance(task)
-                score.seconds = time.perf_counter() - start
-                scores.append(score)
-        chosen = _choose(scores).candidate
-    else:
-        chosen = candidates[0]
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, total)
 
-    with console.status(f"fitting {chosen.name} on all {len(y_train)} training rows"):
-        start = time.perf_counter()
-        predictor = Predictor(space, target, build_model(chosen.kind, chosen.config, lut=lut_table), chosen.transform)
-        predictor.fit_arrays(train_arrays, y_train, seed, bound_to_targets=bound)
-        fit_seconds = time.perf_counter() - start
-    held_out = regression_metrics(y_test, predictor.predict_arrays(test_arrays))
-    baseline = Predictor(space, target, build_model(BASELINE["kind"], BASELINE["config"]), BASELINE["transform"])
+    if on_progress is not None:
+        on_progress(0, total)
+    features = Features(split.train, data.space, lut)
+    scores = cross_validate(candidates, features, split.y_train, folds, settings.seed, settings.bound, step)
+    chosen = choose(scores).candidate if scores else candidates[0]
+    start = time.perf_counter()
+    predictor = Predictor(data.space, target, build_model(chosen.kind, chosen.config, lut=lut), chosen.transform)
+    predictor.fit_arrays(split.train, split.y_train, settings.seed, bound_to_targets=settings.bound)
+    fit_seconds = time.perf_counter() - start
+    step()
+    metrics = _metrics(data, split, predictor, chosen, scores, settings)
+    metrics["fit_seconds"] = round(fit_seconds, 3)
+    predictor.metrics = {k: metrics[k] for k in (*METRIC_KEYS, "n_train", "n_test")}
+    predictor.info = _info(data, split, settings, metrics, scores)
+    paths = _save(Path(out), predictor, metrics, split, settings.plot)
+    return FitResult(predictor, metrics, scores, paths, chosen, list(candidates), len(data))
+
+
+def _metrics(
+    data: Table, split: _Split, predictor: Predictor, chosen: Candidate, scores: list[CVScore], settings: FitSettings
+) -> dict[str, Any]:
+    """metrics.json: the held-out scores of the chosen predictor and of the one-hot ridge baseline."""
+    held_out = regression_metrics(split.y_test, predictor.predict_arrays(split.test))
+    spec = BASELINE
+    baseline = Predictor(data.space, data.target, build_model(spec["kind"], spec["config"]), spec["transform"])
     baseline_metrics = regression_metrics(
-        y_test, baseline.fit_arrays(train_arrays, y_train).predict_arrays(test_arrays)
+        split.y_test, baseline.fit_arrays(split.train, split.y_train).predict_arrays(split.test)
     )
-
-    out = Path(out)
-    metrics: dict[str, Any] = {
+    return {
         **held_out,
-        "n_train": int(len(y_train)),
-        "n_test": int(len(y_test)),
-        "target": target,
+        "n_train": int(len(split.y_train)),
+        "n_test": int(len(split.y_test)),
+        "target": data.target,
         "model": chosen.name,
         "model_description": predictor.describe(),
         "mape_unit": "percent",
         "baseline_onehot_ridge": baseline_metrics,
         "cv": [s.to_dict() for s in scores],
-        "cv_folds": cv_folds if scores else 0,
-        "fit_seconds": round(fit_seconds, 3),
+        "cv_folds": settings.cv_folds if scores else 0,
+        "fit_seconds": None,
         "table": str(data.path),
         "table_sha256": data.sha256,
-        **split,
-        "space": space.name,
-        "space_fingerprint": space.fingerprint(),
+        **split.info,
+        "space": data.space.name,
+        "space_fingerprint": data.space.fingerprint(),
         "feature_version": FEATURE_VERSION,
     }
-    predictor.metrics = {k: metrics[k] for k in (*METRIC_KEYS, "n_train", "n_test")}
-    predictor.info = {
-        "training_data": {"table": str(data.path), "sha256": data.sha256, **split, "n_train": int(len(y_train))},
-        "lut": str(lut) if lut else None,
+
+
+def _info(
+    data: Table, split: _Split, settings: FitSettings, metrics: Mapping[str, Any], scores: list[CVScore]
+) -> dict[str, Any]:
+    """What the predictor records of how it was made."""
+    return {
+        "training_data": {
+            "table": str(data.path),
+            "sha256": data.sha256,
+            **split.info,
+            "n_train": int(len(split.y_train)),
+        },  # fmt: skip
+        "lut": str(settings.lut) if settings.lut else None,
         "cv": metrics["cv"],
         "chosen_by": "highest mean cross-validated Kendall tau" if scores else "only candidate",
         "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
         "versions": _versions(),
     }
+
+
+def _save(out: Path, predictor: Predictor, metrics: Mapping[str, Any], split: _Split, plot: bool) -> dict[str, Path]:
     paths = {"predictor": predictor.save(out), "metrics": atomic_write_json(out / "metrics.json", json_safe(metrics))}
     if plot:
         paths["calibration"] = calibration_plot(
-            y_test,
-            predictor.predict_arrays(test_arrays),
+            split.y_test,
+            predictor.predict_arrays(split.test),
             out / "calibration.png",
-            f"{target}: {predictor.describe()} ({space.name})",
-            label=target,
+            f"{predictor.target}: {predictor.describe()} ({predictor.space.name})",
+            label=predictor.target,
         )
-    _report(console, scores, chosen, held_out, baseline_metrics, metrics)
-    for name, p in paths.items():
-        console.print(f"written: {p}" + ("" if name != "predictor" else escape(f" ({predictor.describe()})")))
-    return FitResult(predictor, metrics, scores, paths)
+    return paths
 
 
 def _versions() -> dict[str, str]:
@@ -357,82 +252,3 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
     return out
-
-
-def _report(
-    console: Console,
-    scores: list[CVScore],
-    chosen: Candidate,
-    held_out: Mapping[str, float],
-    baseline: Mapping[str, float],
-    metrics: Mapping[str, Any],
-) -> None:
-    if scores:
-        cv = RichTable(title=f"{len(scores[0].folds)}-fold cross-validation on the training rows")
-        for col in ("candidate", "model", "tau", "tau sd", "MAPE %", "within 10%", "seconds"):
-            cv.add_column(col, justify="left" if col in ("candidate", "model") else "right")
-        for s in scores:
-            mark = " *" if s.candidate == chosen else ""
-            cv.add_row(
-                s.candidate.name + mark,
-                escape(s.description),
-                f"{s.mean('kendall_tau'):.4f}",
-                f"{s.std('kendall_tau'):.4f}",
-                f"{s.mean('mape'):.2f}",
-                f"{s.mean('within_10pct'):.3f}",
-                f"{s.seconds:.1f}",
-            )
-        console.print(cv)
-    held = RichTable(title=f"held-out rows (n_train {metrics['n_train']}, n_test {metrics['n_test']})")
-    for col in ("predictor", "tau", "spearman", "RMSE", "MAPE %", "within 5%", "within 10%"):
-        held.add_column(col, justify="left" if col == "predictor" else "right")
-    for name, m in ((f"{chosen.name} (chosen)", held_out), ("one-hot ridge (baseline)", baseline)):
-        held.add_row(
-            name,
-            f"{m['kendall_tau']:.4f}",
-            f"{m['spearman']:.4f}",
-            f"{m['rmse']:.4g}",
-            f"{m['mape']:.2f}",
-            f"{m['within_5pct']:.3f}",
-            f"{m['within_10pct']:.3f}",
-        )
-    console.print(held)
-
-
-def fit_from_config(cfg: DictConfig, out: str | Path | None = None, console: Console | None = None) -> FitResult:
-    """Run `fit_predictor` from the `conf/fit.yaml` config (`out` when the config has none)."""
-    for key in ("table", "target"):
-        if cfg.get(key) in (None, ""):
-            raise ValueError(f"{key} is required: ofa-fit table=<csv> target=<column> [out=<dir>]")
-    out = cfg.get("out") or out
-    if not out:
-        raise ValueError("out is required: ofa-fit table=<csv> target=<column> out=<dir>")
-    models = OmegaConf.to_container(cfg.models, resolve=True) if cfg.get("models") else {}
-    grid = OmegaConf.to_container(cfg.grid, resolve=True) if cfg.get("grid") else {}
-    return fit_predictor(
-        table=cfg.table,
-        target=str(cfg.target),
-        out=out,
-        space=str(cfg.space),
-        split_seed=int(cfg.split_seed),
-        test_fraction=float(cfg.test_fraction),
-        test_table=cfg.get("test_table"),
-        model=cfg.model,
-        lut=cfg.get("lut"),
-        transform=str(cfg.transform),
-        cv_folds=int(cfg.cv_folds),
-        seed=int(cfg.seed),
-        bound=bool(cfg.get("bound", False)),
-        model_configs=models,
-        grid=grid,
-        console=console,
-    )
-
-
-@hydra_command("fit")
-def main(cfg: DictConfig) -> None:
-    fit_from_config(cfg, out=HydraConfig.get().runtime.output_dir)
-
-
-if __name__ == "__main__":
-    main()

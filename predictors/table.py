@@ -1,20 +1,20 @@
-"""Measurement tables: any CSV with the `ks,e,d,r` columns and a numeric target column.
+"""Tables to fit on: any CSV with the `ks,e,d,r` columns and a numeric target column.
 
 `hw_profiles/*/measurements.csv`, `ofa-eval-subnets` output and the shared GPU latency table
-all have this form. Every problem is reported as one line naming the file, the line and the
-bad value.
+all have this form. Reading, the fingerprint rule and the arch checks are `ofa.archtable`'s;
+every problem is reported as one line naming the file, the line and the bad value.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ofa.archtable import CsvTable, archs_of, check_fingerprints, read_csv, require_columns, space_of
 from ofa.space import ARCH_FIELDS, ArchConfig, MBV3Space
 from predictors.features import ArchArrays, to_arrays
 
@@ -27,6 +27,7 @@ class Table:
     arrays: ArchArrays
     y: np.ndarray
     sha256: str  # of the file's bytes: which data a predictor was fitted on
+    space: MBV3Space  # the space the rows were read against
 
     def __len__(self) -> int:
         return len(self.y)
@@ -35,107 +36,79 @@ class Table:
         return self.arrays.take(rows), self.y[rows]
 
 
-def _numeric_columns(header: list[str], rows: list[dict[str, str]]) -> list[str]:
-    def numeric(value: str) -> bool:
+def _numeric_columns(table: CsvTable) -> list[str]:
+    def numeric(value: str | None) -> bool:
         try:
             float(value)
             return True
         except (TypeError, ValueError):
             return False
 
-    sample = rows[:20]
-    return [c for c in header if c not in ARCH_FIELDS and sample and all(numeric(r.get(c)) for r in sample)]
+    sample = table.rows[:20]
+    return [c for c in table.columns if c not in ARCH_FIELDS and sample and all(numeric(r.get(c)) for r in sample)]
 
 
-def _check_fingerprints(path: Path, rows: list[dict[str, str]], space: MBV3Space) -> None:
-    from ofa.space import SPACES
-
-    ours = space.fingerprint()
-    for line, row in enumerate(rows, start=2):
-        theirs = (row.get("fingerprint") or "").strip()
-        if theirs and theirs != ours:
-            named = [name for name, s in SPACES.items() if s.fingerprint() == theirs]
-            hint = f"pass space={named[0]}" if named else "no named space has it"
-            raise ValueError(
-                f"{path} line {line}: fingerprint = {theirs} is not the fingerprint of space "
-                f"{space.name} ({ours}); {hint}"
-            )
-
-
-def read_table(path: str | Path, target: str, space: MBV3Space) -> Table:
-    """Parse and validate a table against `space`; the target must be a finite number in every row."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"table {path} does not exist")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not a UTF-8 CSV file") from None
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if not header:
-        raise ValueError(f"{path} is empty; a table needs a header with {', '.join(ARCH_FIELDS)} and a target column")
-    reader.fieldnames = header
-    rows = list(reader)
-    missing = [c for c in ARCH_FIELDS if c not in header]
-    if missing:
-        raise ValueError(
-            f"{path} lacks column(s) {', '.join(missing)}; a table needs {', '.join(ARCH_FIELDS)} and a target column"
-        )
-    if target in ARCH_FIELDS or target not in header:
-        numeric = _numeric_columns(header, rows)
-        raise ValueError(
-            f"target = {target!r} is not a target column of {path}; "
-            f"numeric columns: {', '.join(numeric) if numeric else 'none'}"
-        )
-    if not rows:
-        raise ValueError(f"{path} has a header but no rows")
-    if "fingerprint" in header:  # tables that say which space they belong to (ofa-eval-subnets, ofa-profile)
-        _check_fingerprints(path, rows, space)
-    archs, ys = [], []
-    for line, row in enumerate(rows, start=2):
-        if None in row or any(row.get(c) is None for c in header):
-            raise ValueError(f"{path} line {line}: the number of fields differs from the header's {len(header)}")
-        try:
-            archs.append(space.parse({k: row[k] for k in ARCH_FIELDS}))
-        except ValueError as exc:
-            raise ValueError(
-                f"{path} line {line}: {exc} (space {space.name}; pick another with space=<name>)"
-            ) from None
+def _targets(table: CsvTable, target: str) -> np.ndarray:
+    ys = []
+    for line, row in enumerate(table.rows, start=2):
         raw = row[target]
         try:
             value = float(raw)
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
-            raise ValueError(f"{path} line {line}: {target} = {raw!r} is not a finite number")
+            raise ValueError(f"{table.path} line {line}: {target} = {raw!r} is not a finite number")
         ys.append(value)
-    return Table(path, target, archs, to_arrays(archs, space), np.array(ys), hashlib.sha256(data).hexdigest())
+    return np.array(ys)
 
 
-def read_lut(path: str | Path) -> dict[str, float]:
+def read_table(path: str | os.PathLike, target: str, space: MBV3Space | str | None = None) -> Table:
+    """Parse and validate a table; the target must be a finite number in every row. `space`: a
+    space or its name; None reads the table against the named space its fingerprints record
+    (a table without fingerprints then asks for `space=<name>`)."""
+    table = read_csv(path, "table")
+    hint = f"a table needs {', '.join(ARCH_FIELDS)} and a target column"
+    if not table.columns:
+        raise ValueError(
+            f"{table.path} is empty; a table needs a header with {', '.join(ARCH_FIELDS)} and a target column"
+        )
+    require_columns(table, ARCH_FIELDS, hint)
+    if target in ARCH_FIELDS or target not in table.columns:
+        numeric = _numeric_columns(table)
+        raise ValueError(
+            f"target = {target!r} is not a target column of {table.path}; "
+            f"numeric columns: {', '.join(numeric) if numeric else 'none'}"
+        )
+    if not table.rows:
+        raise ValueError(f"{table.path} has a header but no rows")
+    space = space_of(table, space)
+    check_fingerprints(table, space.fingerprint(), f"space {space.name}")
+    archs = archs_of(table, space)
+    y = _targets(table, target)
+    return Table(table.path, target, archs, to_arrays(archs, space), y, table.sha256, space)
+
+
+def read_lut(path: str | os.PathLike) -> dict[str, float]:
     """A per-layer latency lookup table: CSV with at least `shape,latency_ms` (one row per
     distinct `ofa.networks.LayerCost.shape`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"lookup table {path} does not exist")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        if "shape" not in header or "latency_ms" not in header:
-            raise ValueError(f"{path} needs columns shape and latency_ms; it has {', '.join(header) or 'none'}")
-        lut: dict[str, float] = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                value = float(row["latency_ms"])
-            except (TypeError, ValueError):
-                value = math.nan
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{path} line {line}: latency_ms = {row['latency_ms']!r} is not a non-negative number")
-            if row["shape"] in lut and lut[row["shape"]] != value:
-                raise ValueError(f"{path} line {line}: shape {row['shape']!r} appears twice with different latencies")
-            lut[row["shape"]] = value
+    table = read_csv(path, "lookup table")
+    if "shape" not in table.columns or "latency_ms" not in table.columns:
+        raise ValueError(
+            f"{table.path} needs columns shape and latency_ms; it has {', '.join(table.columns) or 'none'}"
+        )
+    lut: dict[str, float] = {}
+    for line, row in enumerate(table.rows, start=2):
+        try:
+            value = float(row["latency_ms"])
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(
+                f"{table.path} line {line}: latency_ms = {row['latency_ms']!r} is not a non-negative number"
+            )
+        if row["shape"] in lut and lut[row["shape"]] != value:
+            raise ValueError(f"{table.path} line {line}: shape {row['shape']!r} appears twice with different latencies")
+        lut[row["shape"]] = value
     if not lut:
-        raise ValueError(f"{path} has no rows")
+        raise ValueError(f"{table.path} has no rows")
     return lut

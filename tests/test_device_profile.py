@@ -121,7 +121,7 @@ def test_cli_reports_a_bad_profile_in_one_line(tmp_path, args, message):
     for name, changes in (("good", {}), ("bad", {"precision": "fp16"})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "profile.yaml").write_text(yaml.safe_dump({**data, **changes}))
-    cmd = [sys.executable, "-m", "predictors.profiling", *args, f"profiles_dir={tmp_path}"]
+    cmd = [sys.executable, "-m", "app.profile", *args, f"profiles_dir={tmp_path}"]
     cmd += [f"hydra.run.dir={tmp_path / 'run'}", f"output={tmp_path / 'm.csv'}"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.returncode == 2, out.stderr
@@ -129,3 +129,46 @@ def test_cli_reports_a_bad_profile_in_one_line(tmp_path, args, message):
     assert line.startswith("error: ") and message in line, line
     assert "Traceback" not in out.stdout + out.stderr
     assert not Path(tmp_path / "m.csv").exists()
+
+
+def test_one_backend_registry_names_the_classes_precisions_and_gpu_need():
+    import torch
+
+    from predictors.measure.backends import BACKENDS, GPU_BACKENDS, backend_class, needs_gpu, runs_here
+    from predictors.measure.ort_cpu import OnnxRuntimeCpuBackend
+    from predictors.measure.torch_cpu import TorchCpuBackend
+
+    assert list(BACKENDS) == ["onnxruntime-cpu", "torch-cpu", "torch-cuda", "tensorrt"]
+    assert GPU_BACKENDS == ("torch-cuda", "tensorrt") and [n for n in BACKENDS if needs_gpu(n)] == list(GPU_BACKENDS)
+    assert runs_here("onnxruntime-cpu") and runs_here("torch-cpu")
+    assert runs_here("tensorrt") == torch.cuda.is_available()
+    assert backend_class("onnxruntime-cpu") is OnnxRuntimeCpuBackend and backend_class("torch-cpu") is TorchCpuBackend
+    with OnnxRuntimeCpuBackend(precision="int8") as ort_backend:
+        assert ort_backend.precisions == ("fp32", "int8") and not ort_backend.uses_gpu
+    with pytest.raises(ValueError, match="precision = 'fp16' is not supported by backend torch-cpu; allowed: fp32"):
+        TorchCpuBackend(precision="fp16")
+    with pytest.raises(ValueError, match="backend = 'tpu' is not allowed; allowed: onnxruntime-cpu, torch-cpu"):
+        needs_gpu("tpu")
+    # the profile's backend is made through the registry
+    with load_profile("cpu-torch").make_backend() as backend:
+        assert isinstance(backend, TorchCpuBackend)
+
+
+def test_profile_defaults_are_the_dataclasses_and_the_timing_plans():
+    from predictors.measure.profile import NoiseSettings, TimingSettings
+    from predictors.measure.session import TimingPlan
+
+    minimal = {"hardware": "x", "supernet": "mnist", "backend": "torch-cpu", "budgets": {"latency_ms": [1]}}
+    profile = load_profile_data(minimal)
+    assert profile.timing == TimingSettings() and profile.noise == NoiseSettings()
+    plan = profile.timing_plan()
+    default = TimingPlan()
+    for name in ("warmup", "warmup_s", "rounds", "iterations_per_round", "min_round_ms", "cv_threshold",
+                 "max_remeasure", "statistic", "floor_quantile", "min_calm_fraction"):  # fmt: skip
+        assert getattr(plan, name) == getattr(default, name), name
+
+
+def load_profile_data(data):
+    from predictors.measure.profile import parse_profile
+
+    return parse_profile(data, HW_PROFILES_DIR / "minimal" / "profile.yaml")

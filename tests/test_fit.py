@@ -13,10 +13,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from scipy import stats
 
+from app.fit import fit_from_config
 from app.shell import CONF_DIR
-from ofa.space import get_space
+from ofa.space import SPACES, get_space
 from predictors import load_predictor
-from predictors.fit import fit_from_config, fit_predictor, group_split
+from predictors.fit import FitSettings, fit_predictor, group_split
 from predictors.metrics import METRIC_KEYS
 from tests.predictor_tables import GPU_TABLE, sample_archs, write_cost_table, write_gpu_slice
 
@@ -57,7 +58,8 @@ def test_beats_the_onehot_ridge_baseline_on_gpu_latency(shared_data, tmp_path, c
     auto candidates; CV picks it or better) beats the README's one-hot ridge, which we also
     recompute independently on the same split to make sure the comparison is like for like."""
     table = shared_data / GPU_TABLE
-    res = fit_predictor(table, column, tmp_path, space="ofa_mbv3_w10", model="ridge", transform="none", plot=False)
+    settings = FitSettings(model="ridge", transform="none", plot=False)
+    res = fit_predictor(table, column, tmp_path, settings, space="ofa_mbv3_w10")
     m = res.metrics
     assert (m["n_train"], m["n_test"]) == (4000, 1000)
     with open(table, newline="") as f:
@@ -82,7 +84,7 @@ def test_auto_choice_beats_the_baseline_on_every_gpu_column(shared_data, tmp_pat
         "latency_ms_2080ti_b1",
         "latency_ms_2080ti_b32",
     ):
-        m = fit_predictor(table, column, tmp_path / column, space="ofa_mbv3_w10", plot=False).metrics
+        m = fit_predictor(table, column, tmp_path / column, FitSettings(plot=False), space="ofa_mbv3_w10").metrics
         assert m["kendall_tau"] > m["baseline_onehot_ridge"]["kendall_tau"], column
         if column == "latency_ms_titan_rtx_b32":
             assert m["within_10pct"] >= 0.99
@@ -102,16 +104,17 @@ def test_split_is_grouped_and_seeded():
 def test_cross_validation_chooses_and_the_predictor_loads(tmp_path):
     space = get_space("ofa_mbv3_mnist")
     table = write_cost_table(tmp_path / "costs.csv", space, 160, seed=1)
-    res = fit_predictor(
-        table,
-        "mmacs",
-        tmp_path / "out",
-        space=space,
+    settings = FitSettings(
         model="ridge,gbt",
         cv_folds=3,
         model_configs={"gbt": {"n_rounds": 40, "max_depth": 3}},
         grid={"ridge": {"feature_set": ["onehot", "analytic"]}},
     )
+    progress = []
+    res = fit_predictor(
+        table, "mmacs", tmp_path / "out", settings, space=space, on_progress=lambda *a: progress.append(a)
+    )
+    assert progress == [(i, 16) for i in range(17)]  # 5 candidates x 3 folds, then the chosen one on all rows
     names = [s["name"] for s in res.metrics["cv"]]
     assert names == ["ridge-onehot", "ridge-onehot-log", "ridge-analytic", "ridge-analytic-log", "gbt"]
     best = max(res.metrics["cv"], key=lambda s: round(s["kendall_tau"], 4))
@@ -152,7 +155,7 @@ def test_accuracy_preset_runs_the_ofa_mlp(tmp_path, shared_data):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "predictors.fit", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "app.fit", *args], capture_output=True, text=True)
 
 
 def test_cli_end_to_end_on_a_real_table(shared_data, tmp_path):
@@ -176,15 +179,30 @@ def test_cli_end_to_end_on_a_real_table(shared_data, tmp_path):
     assert loaded.target == "latency_ms_2080ti_b32" and loaded.metrics["n_test"] == 60
 
 
-def test_cli_on_the_default_space(tmp_path):
-    table = write_cost_table(tmp_path / "costs.csv", get_space("mnist"), 60)
-    proc = run_cli(f"table={table}", "target=params", f"out={tmp_path / 'o'}", "model=ridge", "cv_folds=2")
+def test_the_space_comes_from_the_tables_fingerprints_or_is_named(tmp_path):
+    space = get_space("mnist")
+    plain = write_cost_table(tmp_path / "costs.csv", space, 60)
+    lines = plain.read_text().splitlines()
+    stamped = tmp_path / "stamped.csv"  # as ofa-eval-subnets and ofa-profile write: each row names its space
+    stamped.write_text(
+        "\n".join([lines[0] + ",fingerprint", *(f"{x},{space.fingerprint()}" for x in lines[1:])]) + "\n"
+    )
+    proc = run_cli(f"table={stamped}", "target=params", f"out={tmp_path / 'o'}", "model=ridge", "cv_folds=2")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["space"] == "mnist"
+    proc = run_cli(f"table={plain}", "target=params", f"out={tmp_path / 'p'}", "model=ridge")
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: ValueError: {plain} records no space fingerprint; name its space with space=<name>"
+    ]
+    assert not (tmp_path / "p" / "metrics.json").exists()
 
 
-def test_cli_bad_input_is_one_line(tmp_path):
-    space = get_space("mnist")  # the default space
+@pytest.fixture
+def bad_tables(tmp_path):
+    """A good table of the mnist space without fingerprints, one with a bad resolution on line 6,
+    one with a non-number on line 4, and the good one stamped with its space's fingerprint."""
+    space = get_space("mnist")
     good = write_cost_table(tmp_path / "good.csv", space, 30)
     lines = good.read_text().splitlines()
     bad_row = tmp_path / "bad_row.csv"
@@ -194,16 +212,21 @@ def test_cli_bad_input_is_one_line(tmp_path):
     bad_value = tmp_path / "bad_value.csv"
     fields = lines[3].split(",")
     bad_value.write_text("\n".join([*lines[:3], ",".join([*fields[:4], "n/a", *fields[5:]]), *lines[4:]]) + "\n")
-    stamped = tmp_path / "stamped.csv"  # as ofa-eval-subnets writes: each row names its space
+    stamped = tmp_path / "stamped.csv"
     stamped.write_text(
         "\n".join([lines[0] + ",fingerprint", *(f"{x},{space.fingerprint()}" for x in lines[1:])]) + "\n"
     )
+    return good, bad_row, bad_value, stamped
+
+
+def test_cli_bad_input_is_one_line(tmp_path, bad_tables):
+    _, bad_row, _, _ = bad_tables
     allowed = ", ".join(map(str, get_space("mnist").resolutions))
     mnist_rule = f"r = 30 is not allowed; allowed: {allowed} (space mnist; pick another with space=<name>)"
     # through the command line: exit status 2 and one line, no traceback
     for args, expected in [
         ([f"table={tmp_path / 'missing.csv'}", "target=macs"], f"table {tmp_path / 'missing.csv'} does not exist"),
-        ([f"table={bad_row}", "target=macs"], f"{bad_row} line 6: {mnist_rule}"),
+        ([f"table={bad_row}", "target=macs", "space=mnist"], f"{bad_row} line 6: {mnist_rule}"),
     ]:
         proc = run_cli(*args, f"out={tmp_path / 'o'}")
         assert proc.returncode == 2, (args, proc.stderr)
@@ -211,37 +234,35 @@ def test_cli_bad_input_is_one_line(tmp_path):
         assert proc.stderr.strip().splitlines() == [
             f"error: {'FileNotFoundError' if 'missing' in args[0] else 'ValueError'}: {expected}"
         ]
-    # the same library errors, in-process (each one line, naming the bad value and what is allowed)
-    for kwargs, expected in [
-        (
-            dict(table=good, target="latency"),
-            f"target = 'latency' is not a target column of {good}; numeric columns: macs, params, mmacs",
-        ),
-        (dict(table=bad_value, target="macs"), f"{bad_value} line 4: macs = 'n/a' is not a finite number"),
-        (
-            dict(table=good, target="macs", model="forest"),
-            "model = 'forest' is not allowed; allowed: auto, lut, ridge, gbt, mlp",
-        ),
-        (dict(table=good, target="macs", model="lut"), "model = 'lut' needs a lookup table: pass lut=<lut.csv>"),
-        (
-            dict(table=good, target="macs", test_fraction=1.5),
-            "test_fraction = 1.5 is not allowed; it must be between 0 and 1 (exclusive)",
-        ),
-        (dict(table=good, target="macs", space="ofa_mbv3_w10"), None),
-        (dict(table=good, target="macs", lut=tmp_path / "nolut.csv"), None),
-        (
-            dict(table=stamped, target="macs", space="ofa_mbv3_mnist"),
-            f"{stamped} line 2: fingerprint = {space.fingerprint()} is not the fingerprint of space "
-            f"ofa_mbv3_mnist ({get_space('ofa_mbv3_mnist').fingerprint()}); pass space=mnist",
-        ),
-    ]:
+
+
+def test_library_bad_input_is_one_line(tmp_path, bad_tables):
+    """The library's errors, in-process: each one line, naming the bad value and what is allowed."""
+    good, _, bad_value, stamped = bad_tables
+    mnist, w10 = get_space("mnist"), get_space("ofa_mbv3_mnist")
+    for table, target, space, settings, expected in [
+        (good, "latency", "mnist", {},
+         f"target = 'latency' is not a target column of {good}; numeric columns: macs, params, mmacs"),
+        (bad_value, "macs", "mnist", {}, f"{bad_value} line 4: macs = 'n/a' is not a finite number"),
+        (good, "macs", "mnist", {"model": "forest"},
+         "model = 'forest' is not allowed; allowed: auto, lut, ridge, gbt, mlp"),
+        (good, "macs", "mnist", {"model": "lut"}, "model = 'lut' needs a lookup table: pass lut=<lut.csv>"),
+        (good, "macs", "mnist", {"test_fraction": 1.5},
+         "test_fraction = 1.5 is not allowed; it must be between 0 and 1 (exclusive)"),
+        (good, "macs", "mnist", {"lut": tmp_path / "nolut.csv"},
+         f"lookup table {tmp_path / 'nolut.csv'} does not exist"),
+        (stamped, "macs", "ofa_mbv3_mnist", {}, f"{stamped} line 2: fingerprint = {mnist.fingerprint()} is not space "
+         f"ofa_mbv3_mnist's ({w10.fingerprint()}); it is space mnist's"),
+        (good, "macs", None, {}, f"{good} records no space fingerprint; name its space with space=<name>"),
+        (good, "macs", "imagenet", {}, f"space = 'imagenet' is not a named space; known: {', '.join(sorted(SPACES))}"),
+        (good, "macs", "ofa_mbv3_w10", {}, None),
+    ]:  # fmt: skip
         with pytest.raises((ValueError, FileNotFoundError)) as err:
-            fit_predictor(out=tmp_path / "o", plot=False, **kwargs)
+            fit_predictor(table, target, tmp_path / "o", FitSettings(plot=False, **settings), space=space)
         msg = str(err.value)
         assert "\n" not in msg
-        if expected is not None:
-            assert msg == expected
-        elif "space" in kwargs:
+        if expected is None:  # the table's rows are not archs of the space named
             assert f"{good} line 2: r = " in msg and "allowed: 128, 132" in msg and "space ofa_mbv3_w10" in msg
         else:
-            assert msg == f"lookup table {tmp_path / 'nolut.csv'} does not exist"
+            assert msg == expected
+    assert not (tmp_path / "o").exists()

@@ -250,7 +250,7 @@ def test_ofa_profile_without_tensorrt_prints_one_line(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "predictors.profiling",
+        "app.profile",
         "device=gpu-trt-fp16",
         "n_subnets=2",
         f"output={tmp_path / 'm.csv'}",

@@ -14,14 +14,14 @@ from ofa.networks import count_macs, layer_costs
 from ofa.space import get_space
 from predictors import load_predictor
 from predictors.features import FEATURE_VERSION, to_arrays
-from predictors.models import GBTModel, LUTModel, MLPModel, RidgeModel
+from predictors.models import GBTModel, GBTParams, LUTModel, MLPModel, RidgeModel
 from predictors.predictor import SOFT_MARGIN, Predictor
 from predictors.table import read_lut, read_table
 from tests.predictor_tables import sample_archs, write_cost_table, write_macs_lut
 
 SMALL = {
     "ridge": lambda lut: RidgeModel("all"),
-    "gbt": lambda lut: GBTModel("all", n_rounds=30, max_depth=3),
+    "gbt": lambda lut: GBTModel("all", GBTParams(n_rounds=30, max_depth=3)),
     "mlp": lambda lut: MLPModel("all", hidden=(32, 32), epochs=5),
     "lut": lambda lut: LUTModel(lut),
 }

@@ -18,20 +18,13 @@ import yaml
 from hydra import compose, initialize_config_dir
 from rich.console import Console
 
+from app.profile import build_supernet, run_profile
 from app.shell import CONF_DIR
 from ofa.networks import OFAMobileNetV3, count_macs, count_params, layer_costs
 from ofa.space import SPACES, ArchConfig
+from predictors.layers import lut_layers, network_layers
 from predictors.measure.profile import load_profile
-from predictors.profiling import (
-    LUT_COLUMNS,
-    MEASUREMENT_COLUMNS,
-    build_supernet,
-    lut_layers,
-    network_layers,
-    profile_lut,
-    profile_subnets,
-    run_profile,
-)
+from predictors.profiling import LUT_COLUMNS, MEASUREMENT_COLUMNS, profile_lut, profile_subnets
 from predictors.repeatability import compare_runs, kendall_tau
 from predictors.sampling import macs_coverage, reference_arch, sample_spread
 from tests.conftest import REPO_ROOT
@@ -76,6 +69,19 @@ def keys(rows) -> list[str]:
     return [ArchConfig.from_csv_fields(r, MNIST).key() for r in rows]
 
 
+def test_build_supernet_is_seeded_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = build_supernet("mnist", 5)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream did not move
+    b = build_supernet("mnist", 5)
+    c = build_supernet("mnist", 6)
+    first = next(iter(a.state_dict()))
+    assert torch.equal(a.state_dict()[first], b.state_dict()[first])
+    assert not torch.equal(a.state_dict()[first], c.state_dict()[first])
+
+
 # --- sampling ----------------------------------------------------------------------------------------
 def test_sample_spread_covers_the_macs_range():
     archs = sample_spread(MNIST, 30, seed=0)
@@ -100,7 +106,7 @@ def test_profile_writes_rows_and_a_rerun_skips_them(profiles_dir, supernet, tmp_
     profile = load_profile("tiny", root=profiles_dir)
     archs = sample_spread(MNIST, 5, seed=0)
     out = tmp_path / "m.csv"
-    report = profile_subnets(profile, supernet, archs, out, tmp_path / "cache", quiet())
+    report = profile_subnets(profile, supernet, archs, out, tmp_path / "cache")
     rows = read(out)
     assert list(rows[0]) == MEASUREMENT_COLUMNS and len(rows) == report.total == 5
     assert sorted(keys(rows)) == sorted(a.key() for a in archs)
@@ -114,7 +120,7 @@ def test_profile_writes_rows_and_a_rerun_skips_them(profiles_dir, supernet, tmp_
     assert sorted({int(r["group"]) for r in rows}) == [0, 1, 2]  # groups of 2: 2 + 2 + 1
     assert float(rows[0]["ref_drift"]) == 1.0 and all(float(r["ref_latency_ms"]) > 0 for r in rows)
     before = out.read_text()
-    again = profile_subnets(profile, supernet, archs, out, tmp_path / "cache", quiet())
+    again = profile_subnets(profile, supernet, archs, out, tmp_path / "cache")
     assert again.rows == [] and again.skipped == 5 and out.read_text() == before
 
 
@@ -123,15 +129,18 @@ def test_interrupted_run_resumes_without_loss_or_repetition(profiles_dir, supern
     archs = sample_spread(MNIST, 7, seed=3)
     out = tmp_path / "m.csv"
 
-    def stop_after_two_groups(written: int) -> None:
-        if written >= 4:
+    calls = []
+
+    def stop_after_two_groups(done: int, total: int) -> None:
+        calls.append((done, total))
+        if done >= 4:
             raise KeyboardInterrupt  # what Ctrl-C does between two groups
 
     with pytest.raises(KeyboardInterrupt):
-        profile_subnets(profile, supernet, archs, out, tmp_path / "cache", quiet(), on_group=stop_after_two_groups)
+        profile_subnets(profile, supernet, archs, out, tmp_path / "cache", on_progress=stop_after_two_groups)
     first = read(out)
-    assert len(first) == 4
-    report = profile_subnets(profile, supernet, archs, out, tmp_path / "cache", quiet())
+    assert len(first) == 4 and calls == [(0, 7), (2, 7), (4, 7)]  # before the first group, after each
+    report = profile_subnets(profile, supernet, archs, out, tmp_path / "cache")
     rows = read(out)
     assert report.skipped == 4 and len(report.rows) == 3
     assert sorted(keys(rows)) == sorted(a.key() for a in archs)  # none lost, none repeated
@@ -144,7 +153,7 @@ def test_interrupted_run_resumes_without_loss_or_repetition(profiles_dir, supern
 def test_killed_process_resumes_without_loss_or_repetition(profiles_dir, tmp_path):
     out = tmp_path / "m.csv"
     n = 12
-    cmd = [sys.executable, "-m", "predictors.profiling", "device=tiny", f"profiles_dir={profiles_dir}"]
+    cmd = [sys.executable, "-m", "app.profile", "device=tiny", f"profiles_dir={profiles_dir}"]
     cmd += [f"n_subnets={n}", f"output={out}", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
@@ -175,11 +184,13 @@ def test_a_table_of_another_space_is_refused(profiles_dir, supernet, tmp_path):
         writer = csv.DictWriter(f, fieldnames=MEASUREMENT_COLUMNS)
         writer.writeheader()
         writer.writerow(row)
-    with pytest.raises(ValueError, match=f"space fingerprint 0123456789abcdef, not {MNIST.fingerprint()}"):
-        profile_subnets(profile, supernet, [MNIST.largest(), MNIST.smallest()], out, tmp_path, quiet())
+    with pytest.raises(
+        ValueError, match=rf"line 2: fingerprint = 0123456789abcdef is not space mnist's \({MNIST.fingerprint()}\)"
+    ):
+        profile_subnets(profile, supernet, [MNIST.largest(), MNIST.smallest()], out, tmp_path)
     out.write_text("ks,e,d,r,latency\n")
-    with pytest.raises(ValueError, match="has other columns than this version of ofa-profile writes"):
-        profile_subnets(profile, supernet, [MNIST.largest(), MNIST.smallest()], out, tmp_path, quiet())
+    with pytest.raises(ValueError, match="has other columns than this version writes"):
+        profile_subnets(profile, supernet, [MNIST.largest(), MNIST.smallest()], out, tmp_path)
 
 
 def test_run_profile_from_the_composed_config(profiles_dir, tmp_path):
@@ -223,7 +234,7 @@ def test_profile_lut_measures_each_shape_once(profiles_dir, tmp_path):
     torch.manual_seed(0)
     small = OFAMobileNetV3(space=space).eval()
     out = tmp_path / "lut.csv"
-    report = profile_lut(profile, small, out, tmp_path / "cache", quiet())
+    report = profile_lut(profile, small, out, tmp_path / "cache")
     rows = read(out)
     shapes = set(lut_layers(small, 1))
     assert list(rows[0]) == LUT_COLUMNS and len(rows) == len(shapes) == report.total
@@ -231,7 +242,7 @@ def test_profile_lut_measures_each_shape_once(profiles_dir, tmp_path):
     assert all(float(r["latency_ms"]) > 0 for r in rows)
     stem = next(r for r in rows if r["shape"].startswith("stem:"))
     assert int(stem["macs"]) == layer_costs(space, space.smallest())[0].macs
-    again = profile_lut(profile, small, out, tmp_path / "cache", quiet())
+    again = profile_lut(profile, small, out, tmp_path / "cache")
     assert again.rows == [] and again.skipped == len(shapes)
 
 
@@ -268,8 +279,8 @@ def test_tables_profiled_in_parallel_merge_without_duplicates(profiles_dir, supe
     profile = load_profile("tiny", root=profiles_dir)
     a, b = tmp_path / "machine_a.csv", tmp_path / "machine_b.csv"
     archs_a, archs_b = sample_spread(MNIST, 4, seed=1), sample_spread(MNIST, 4, seed=2)
-    profile_subnets(profile, supernet, archs_a, a, tmp_path / "cache", quiet(), seed=1)
-    profile_subnets(profile, supernet, archs_b, b, tmp_path / "cache", quiet(), seed=2)
+    profile_subnets(profile, supernet, archs_a, a, tmp_path / "cache", seed=1)
+    profile_subnets(profile, supernet, archs_b, b, tmp_path / "cache", seed=2)
     overlap = len(set(keys(read(a))) & set(keys(read(b))))
     assert overlap >= 2  # the smallest and the largest are in every sample
     out = tmp_path / "measurements.csv"
@@ -286,15 +297,15 @@ def test_tables_profiled_in_parallel_merge_without_duplicates(profiles_dir, supe
 
 
 def test_merging_tables_of_another_space_is_refused(tmp_path):
-    from predictors.merge import merge_measurements
+    from ofa.archtable import merge_tables
 
     header = ",".join(MEASUREMENT_COLUMNS)
-    row = {c: "" for c in MEASUREMENT_COLUMNS} | {"ks": "3", "e": "3", "d": "2", "r": "20", "device": "x"}
+    row = {c: "" for c in MEASUREMENT_COLUMNS} | MNIST.smallest().to_csv_fields() | {"device": "x"}
     for name, fp in (("a.csv", "aaa"), ("b.csv", "bbb")):
         r = row | {"fingerprint": fp}
         (tmp_path / name).write_text(header + "\n" + ",".join(r[c] for c in MEASUREMENT_COLUMNS) + "\n")
-    with pytest.raises(ValueError, match="tables of different supernets cannot be merged"):
-        merge_measurements([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "out.csv")
+    with pytest.raises(ValueError, match="b.csv line 2: fingerprint = bbb is not the merged tables's \\(aaa\\)"):
+        merge_tables([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
 
 
@@ -308,7 +319,7 @@ FLOOR_REF = {
 def test_normalised_rows_are_the_ratio_to_the_reference_times_the_anchor(profiles_dir, supernet, tmp_path):
     profile = load_profile("tiny", root=profiles_dir, overrides=FLOOR_REF)
     out = tmp_path / "m.csv"
-    profile_subnets(profile, supernet, sample_spread(MNIST, 3, seed=1), out, tmp_path / "cache", quiet())
+    profile_subnets(profile, supernet, sample_spread(MNIST, 3, seed=1), out, tmp_path / "cache")
     rows = read(out)
     for row in rows:
         floor, ref = float(row["latency_floor_ms"]), float(row["ref_latency_ms"])
@@ -322,19 +333,19 @@ def test_normalised_rows_are_the_ratio_to_the_reference_times_the_anchor(profile
     other_anchor = load_profile("tiny", root=profiles_dir, overrides={**FLOOR_REF, "timing": {
         **FLOOR_REF["timing"], "reference_ms": 3.0}})  # fmt: skip
     with pytest.raises(ValueError, match=r"reference anchors 2.0 ms \(the profile's: 3.0\)"):
-        profile_subnets(other_anchor, supernet, [MNIST.smallest()], out, tmp_path / "cache", quiet())
+        profile_subnets(other_anchor, supernet, [MNIST.smallest()], out, tmp_path / "cache")
     raw = load_profile("tiny", root=profiles_dir)
     with pytest.raises(ValueError, match=r"holds latencies of floor\*ref, not what the profile writes \(median\)"):
-        profile_subnets(raw, supernet, [MNIST.smallest()], out, tmp_path / "cache", quiet())
+        profile_subnets(raw, supernet, [MNIST.smallest()], out, tmp_path / "cache")
 
 
 def test_a_group_is_measured_again_while_its_reference_runs_slow(profiles_dir):
     """The reference's rounds follow a script (a stand-in for the machine's slow spells): 2.0 ms,
     then 1.5, then 1.0 against a fastest-so-far of 1.0. Each retry keeps the session whose
     reference ran fastest, and the sub-network's figure comes from that same session."""
+    from predictors.groups import measure_group
     from predictors.measure.runner import Runner
     from predictors.measure.torch_cpu import TorchCpuBackend
-    from predictors.profiling import measure_group
 
     class Scripted(Runner):
         def __init__(self, rounds):
@@ -366,7 +377,7 @@ def test_without_a_fixed_anchor_later_runs_use_the_tables(profiles_dir, supernet
     floating = {**FLOOR_REF, "timing": {**FLOOR_REF["timing"], "reference_ms": None}}
     profile = load_profile("tiny", root=profiles_dir, overrides=floating)
     out = tmp_path / "m.csv"
-    profile_subnets(profile, supernet, sample_spread(MNIST, 3, seed=2), out, tmp_path / "cache", quiet())
+    profile_subnets(profile, supernet, sample_spread(MNIST, 3, seed=2), out, tmp_path / "cache")
     rows = read(out)
     assert {r["ref_anchor_ms"] for r in rows} == {rows[0]["ref_latency_ms"]}  # the first group's reference
     pinned = with_table_anchor(profile, out)

@@ -19,17 +19,28 @@ from typing import Any
 
 from torch import nn
 
+from predictors.measure.backends import BACKENDS
 from predictors.measure.runner import Runner
 
 Model = nn.Module | str | os.PathLike  # a static module or the path of its ONNX export
 
 
 class Backend:
-    """Base class: `prepare(model, input_shape, key) -> Runner`, versions, host description."""
+    """Base class: `prepare(model, input_shape, key) -> Runner`, versions, host description.
+    A subclass sets `name`; its precisions and whether it uses a GPU come from the registry
+    (`predictors.measure.backends.BACKENDS`)."""
 
     name = "base"
-    precisions: tuple[str, ...] = ("fp32",)
-    uses_gpu = False
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        spec = BACKENDS.get(self.name)
+        return spec.precisions if spec else ("fp32",)
+
+    @property
+    def uses_gpu(self) -> bool:
+        spec = BACKENDS.get(self.name)
+        return bool(spec and spec.needs_gpu)
 
     def __init__(
         self,

@@ -23,7 +23,6 @@ from predictors.measure.runner import Runner
 
 class OnnxRuntimeCpuBackend(Backend):
     name = "onnxruntime-cpu"
-    precisions = ("fp32", "int8")
 
     def onnx_file(self, model: Model, input_shape: Sequence[int], key: str) -> Path:
         """The FP32 ONNX file of `model` (exported once per key), or the file given."""

@@ -32,20 +32,15 @@ import yaml
 
 from ofa.paths import CONF_DIR, REPO_ROOT
 from predictors.measure.backend import Backend
+from predictors.measure.backends import BACKENDS, GPU_BACKENDS, backend_class
+from predictors.measure.fields import Section
 from predictors.measure.session import TimingPlan
-from predictors.measure.timing import DEFAULT_FLOOR_QUANTILE, STATISTICS
+from predictors.measure.timing import STATISTICS
 
 HW_PROFILES_DIR = REPO_ROOT / "hw_profiles"
 PROFILE_FILE = "profile.yaml"
 
-# backend -> precisions it supports
-BACKENDS: dict[str, tuple[str, ...]] = {
-    "onnxruntime-cpu": ("fp32", "int8"),
-    "torch-cpu": ("fp32",),
-    "torch-cuda": ("fp32", "fp16"),
-    "tensorrt": ("fp32", "fp16"),
-}
-GPU_BACKENDS = ("torch-cuda", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
 SAMPLERS = ("none", "nvml")
 EXPORTERS = ("dynamo", "torchscript")
 CLOCKS = ("wall", "thread_cpu")
@@ -57,6 +52,7 @@ PRECISION_NOTES = {
     ("torch-cpu", "fp16"): "torch's CPU fp16 convolutions are emulated and slower than fp32",
     ("torch-cpu", "int8"): "use onnxruntime-cpu for int8 on the CPU",
 }
+_PLAN = TimingPlan()  # the defaults of the fields a profile shares with the timing plan
 
 
 class ProfileError(ValueError):
@@ -65,25 +61,25 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class TimingSettings:
-    warmup: int = 10
-    warmup_s: float = 0.0
-    rounds: int = 7
-    iterations_per_round: int | None = None
-    min_round_ms: float | None = 50.0
+    warmup: int = _PLAN.warmup
+    warmup_s: float = _PLAN.warmup_s
+    rounds: int = _PLAN.rounds
+    iterations_per_round: int | None = _PLAN.iterations_per_round
+    min_round_ms: float | None = _PLAN.min_round_ms
     clock: str = "wall"
-    statistic: str = "median"
-    floor_quantile: float = DEFAULT_FLOOR_QUANTILE
+    statistic: str = _PLAN.statistic
+    floor_quantile: float = _PLAN.floor_quantile
     normalize: str = "none"
     reference_ms: float | None = None
 
 
 @dataclass(frozen=True)
 class NoiseSettings:
-    cv_threshold: float = 0.05
-    max_remeasure: int = 2
+    cv_threshold: float = _PLAN.cv_threshold
+    max_remeasure: int = _PLAN.max_remeasure
     group_size: int = 8
     drift_warn: float = 0.05
-    min_calm_fraction: float = 0.25
+    min_calm_fraction: float = _PLAN.min_calm_fraction
     group_retries: int = 0
 
 
@@ -139,18 +135,7 @@ class DeviceProfile:
 
     def make_backend(self, workdir: str | os.PathLike | None = None, **kwargs: Any) -> Backend:
         """The profile's backend (missing GPU packages fail here, in one line)."""
-        from predictors.measure.ort_cpu import OnnxRuntimeCpuBackend
-        from predictors.measure.tensorrt import TensorRTBackend
-        from predictors.measure.torch_cpu import TorchCpuBackend
-        from predictors.measure.torch_cuda import TorchCudaBackend
-
-        cls = {
-            "onnxruntime-cpu": OnnxRuntimeCpuBackend,
-            "torch-cpu": TorchCpuBackend,
-            "torch-cuda": TorchCudaBackend,
-            "tensorrt": TensorRTBackend,
-        }[self.backend]
-        return cls(
+        return backend_class(self.backend)(
             precision=self.precision,
             batch_size=self.batch_size,
             threads=self.threads,
@@ -230,106 +215,27 @@ def load_profile(
 
 
 def parse_profile(data: Mapping[str, Any], path: Path) -> DeviceProfile:
+    """A validated profile from its YAML mapping; every default is the settings dataclasses' own."""
     where = str(path)
 
     def fail(message: str) -> ProfileError:
         return ProfileError(f"{where}: {message}")
 
-    top = _Section(data, "", fail)
-    top.check_keys(
-        "hardware",
-        "supernet",
-        "backend",
-        "precision",
-        "batch_size",
-        "threads",
-        "gpu_index",
-        "onnx_exporter",
-        "timing",
-        "noise",
-        "power",
-        "budgets",
-    )
+    top = Section(data, "", fail)
+    top.check_keys(*TOP_FIELDS)
     hardware = top.text("hardware")
-    backend = top.choice("backend", tuple(BACKENDS), required=True)
-    precision = top.choice("precision", ("fp32", "fp16", "int8"), default="fp32")
-    if precision not in BACKENDS[backend]:
-        note = PRECISION_NOTES.get((backend, precision), "")
-        raise fail(
-            f"precision = {precision!r} is not supported by backend {backend}; allowed: "
-            f"{', '.join(BACKENDS[backend])}" + (f" ({note})" if note else "")
-        )
-    supernet = top.text("supernet")
-    supernet_file = CONF_DIR / "supernet" / f"{supernet}.yaml"
-    if not supernet_file.is_file():
-        known = sorted(p.stem for p in (CONF_DIR / "supernet").glob("*.yaml"))
-        raise fail(f"supernet = {supernet!r} has no config {supernet_file}; known: {', '.join(known)}")
-
-    timing_s = top.section("timing")
-    timing_s.check_keys(*(f.name for f in fields(TimingSettings)))
-    timing = TimingSettings(
-        warmup=timing_s.integer("warmup", 10, minimum=0),
-        warmup_s=timing_s.number("warmup_s", 0.0, minimum=0.0),
-        rounds=timing_s.integer("rounds", 7, minimum=1),
-        iterations_per_round=timing_s.integer("iterations_per_round", None, minimum=1, nullable=True),
-        min_round_ms=timing_s.number("min_round_ms", 50.0, minimum=0.0, nullable=True, exclusive=True),
-        clock=timing_s.choice("clock", CLOCKS, default="wall"),
-        statistic=timing_s.choice("statistic", STATISTICS, default="median"),
-        floor_quantile=timing_s.number("floor_quantile", DEFAULT_FLOOR_QUANTILE, minimum=0.0, maximum=0.5),
-        normalize=timing_s.choice("normalize", NORMALIZE, default="none"),
-        reference_ms=timing_s.number("reference_ms", None, minimum=0.0, nullable=True, exclusive=True),
-    )
-    if timing.reference_ms is not None and timing.normalize == "none":
-        raise fail(
-            f"timing.reference_ms = {timing.reference_ms} anchors normalised latencies, but timing.normalize is "
-            "none; set normalize: reference, or remove reference_ms"
-        )
-    if (timing.iterations_per_round is None) == (timing.min_round_ms is None):
-        raise fail(
-            "timing needs exactly one of iterations_per_round (a fixed count) and min_round_ms "
-            f"(a minimum measured time per round); got iterations_per_round = {timing.iterations_per_round}, "
-            f"min_round_ms = {timing.min_round_ms}"
-        )
-
+    backend, precision = _parse_backend(top)
+    supernet = _parse_supernet(top)
+    timing = _parse_timing(top.section("timing"))
     threads = top.integer("threads", None, minimum=1, nullable=True)
     if timing.clock == "thread_cpu" and (backend in GPU_BACKENDS or threads != 1):
         raise fail(
             f"timing.clock = 'thread_cpu' times the CPU work of the calling thread; it needs a CPU backend and "
             f"threads: 1 (backend {backend}, threads {threads}); use clock: wall"
         )
-
-    noise_s = top.section("noise")
-    noise_s.check_keys(*(f.name for f in fields(NoiseSettings)))
-    noise = NoiseSettings(
-        cv_threshold=noise_s.number("cv_threshold", 0.05, minimum=0.0, exclusive=True),
-        max_remeasure=noise_s.integer("max_remeasure", 2, minimum=0),
-        group_size=noise_s.integer("group_size", 8, minimum=1),
-        drift_warn=noise_s.number("drift_warn", 0.05, minimum=0.0, exclusive=True),
-        min_calm_fraction=noise_s.number("min_calm_fraction", 0.25, minimum=0.0, maximum=1.0),
-        group_retries=noise_s.integer("group_retries", 0, minimum=0),
-    )
-
-    power_s = top.section("power")
-    power_s.check_keys(*(f.name for f in fields(PowerSettings)))
-    power = PowerSettings(
-        sampler=power_s.choice("sampler", SAMPLERS, default="none"),
-        window_s=power_s.number("window_s", 2.0, minimum=1.0),
-        poll_interval_s=power_s.number("poll_interval_s", 0.02, minimum=0.0, exclusive=True),
-    )
-    if power.sampler == "nvml" and backend not in GPU_BACKENDS:
-        raise fail(
-            f"power.sampler = 'nvml' reads an NVIDIA GPU, but backend {backend} runs on the CPU; "
-            f"use sampler none, or a GPU backend ({', '.join(GPU_BACKENDS)})"
-        )
-
-    budgets_s = top.section("budgets")
-    budgets_s.check_keys(*(f.name for f in fields(Budgets)))
-    budgets = Budgets(**{f.name: budgets_s.positive_list(f.name) for f in fields(Budgets)})
-    if not any(getattr(budgets, f.name) for f in fields(Budgets)):
-        raise fail("budgets has no budget; give at least one of latency_ms, power_w, energy_mj (lists)")
-    if (budgets.power_w or budgets.energy_mj) and power.sampler == "none":
-        raise fail("budgets.power_w / energy_mj need power measurements, but power.sampler is none")
-
+    noise = _parse_noise(top.section("noise"))
+    power = _parse_power(top.section("power"), backend)
+    budgets = _parse_budgets(top.section("budgets"), power)
     return DeviceProfile(
         name=path.parent.name,
         hardware=hardware,
@@ -348,80 +254,95 @@ def parse_profile(data: Mapping[str, Any], path: Path) -> DeviceProfile:
     )
 
 
-class _Section:
-    """Typed access to one mapping of the profile, with errors naming the dotted field."""
+TOP_FIELDS = ("hardware", "supernet", "backend", "precision", "batch_size", "threads", "gpu_index", "onnx_exporter",
+              "timing", "noise", "power", "budgets")  # fmt: skip
 
-    def __init__(self, data: Any, prefix: str, fail: Any) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise fail(f"{prefix.rstrip('.')} must be a mapping, got {data!r}")
-        self.data, self.prefix, self.fail = data, prefix, fail
 
-    def name(self, key: str) -> str:
-        return f"{self.prefix}{key}"
+def _parse_backend(top: Section) -> tuple[str, str]:
+    backend = top.choice("backend", tuple(BACKENDS), required=True)
+    precision = top.choice("precision", PRECISIONS, default="fp32")
+    allowed = BACKENDS[backend].precisions
+    if precision not in allowed:
+        note = PRECISION_NOTES.get((backend, precision), "")
+        raise top.fail(
+            f"precision = {precision!r} is not supported by backend {backend}; allowed: "
+            f"{', '.join(allowed)}" + (f" ({note})" if note else "")
+        )
+    return backend, precision
 
-    def check_keys(self, *allowed: str) -> None:
-        unknown = sorted(str(k) for k in self.data if k not in allowed)
-        if unknown:
-            where = f" in {self.prefix.rstrip('.')}" if self.prefix else ""
-            raise self.fail(f"unknown field(s) {', '.join(unknown)}{where}; allowed: {', '.join(allowed)}")
 
-    def section(self, key: str) -> _Section:
-        return _Section(self.data.get(key), f"{self.prefix}{key}.", self.fail)
+def _parse_supernet(top: Section) -> str:
+    supernet = top.text("supernet")
+    supernet_file = CONF_DIR / "supernet" / f"{supernet}.yaml"
+    if not supernet_file.is_file():
+        known = sorted(p.stem for p in (CONF_DIR / "supernet").glob("*.yaml"))
+        raise top.fail(f"supernet = {supernet!r} has no config {supernet_file}; known: {', '.join(known)}")
+    return supernet
 
-    def text(self, key: str) -> str:
-        value = self.data.get(key)
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(f"{self.name(key)} = {value!r}: a non-empty text is required")
-        return value.strip()
 
-    def choice(self, key: str, allowed: tuple[str, ...], default: str | None = None, required: bool = False) -> str:
-        if key not in self.data and not required:
-            return default
-        value = self.data.get(key)
-        if value not in allowed:
-            raise self.fail(f"{self.name(key)} = {value!r} is not allowed; allowed: {', '.join(allowed)}")
-        return value
+def _parse_timing(s: Section) -> TimingSettings:
+    s.check_keys(*(f.name for f in fields(TimingSettings)))
+    d = TimingSettings()
+    timing = TimingSettings(
+        warmup=s.integer("warmup", d.warmup, minimum=0),
+        warmup_s=s.number("warmup_s", d.warmup_s, minimum=0.0),
+        rounds=s.integer("rounds", d.rounds, minimum=1),
+        iterations_per_round=s.integer("iterations_per_round", d.iterations_per_round, minimum=1, nullable=True),
+        min_round_ms=s.number("min_round_ms", d.min_round_ms, minimum=0.0, nullable=True, exclusive=True),
+        clock=s.choice("clock", CLOCKS, default=d.clock),
+        statistic=s.choice("statistic", STATISTICS, default=d.statistic),
+        floor_quantile=s.number("floor_quantile", d.floor_quantile, minimum=0.0, maximum=0.5),
+        normalize=s.choice("normalize", NORMALIZE, default=d.normalize),
+        reference_ms=s.number("reference_ms", d.reference_ms, minimum=0.0, nullable=True, exclusive=True),
+    )
+    if timing.reference_ms is not None and timing.normalize == "none":
+        raise s.fail(
+            f"timing.reference_ms = {timing.reference_ms} anchors normalised latencies, but timing.normalize is "
+            "none; set normalize: reference, or remove reference_ms"
+        )
+    if (timing.iterations_per_round is None) == (timing.min_round_ms is None):
+        raise s.fail(
+            "timing needs exactly one of iterations_per_round (a fixed count) and min_round_ms "
+            f"(a minimum measured time per round); got iterations_per_round = {timing.iterations_per_round}, "
+            f"min_round_ms = {timing.min_round_ms}"
+        )
+    return timing
 
-    def integer(self, key: str, default: int | None, minimum: int, nullable: bool = False) -> int | None:
-        value = self.data.get(key, default)
-        if value is None and nullable:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            null = " or null" if nullable else ""
-            raise self.fail(f"{self.name(key)} = {value!r} must be an integer >= {minimum}{null}")
-        return value
 
-    def number(
-        self,
-        key: str,
-        default: float | None,
-        minimum: float,
-        nullable: bool = False,
-        exclusive: bool = False,
-        maximum: float | None = None,
-    ) -> float | None:
-        value = self.data.get(key, default)
-        if value is None and nullable:
-            return None
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or (value <= minimum if exclusive else value < minimum) or (maximum is not None and value > maximum):
-            bound = f"> {minimum}" if exclusive else f">= {minimum}"
-            if maximum is not None:
-                bound += f" and <= {maximum}"
-            null = " or null" if nullable else ""
-            raise self.fail(f"{self.name(key)} = {value!r} must be a number {bound}{null}")
-        return float(value)
+def _parse_noise(s: Section) -> NoiseSettings:
+    s.check_keys(*(f.name for f in fields(NoiseSettings)))
+    d = NoiseSettings()
+    return NoiseSettings(
+        cv_threshold=s.number("cv_threshold", d.cv_threshold, minimum=0.0, exclusive=True),
+        max_remeasure=s.integer("max_remeasure", d.max_remeasure, minimum=0),
+        group_size=s.integer("group_size", d.group_size, minimum=1),
+        drift_warn=s.number("drift_warn", d.drift_warn, minimum=0.0, exclusive=True),
+        min_calm_fraction=s.number("min_calm_fraction", d.min_calm_fraction, minimum=0.0, maximum=1.0),
+        group_retries=s.integer("group_retries", d.group_retries, minimum=0),
+    )
 
-    def positive_list(self, key: str) -> tuple[float, ...]:
-        value = self.data.get(key, [])
-        if value is None:
-            value = []
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, list) or any(
-            isinstance(v, bool) or not isinstance(v, int | float) or v <= 0 for v in value
-        ):
-            raise self.fail(f"{self.name(key)} = {value!r} must be a list of positive numbers")
-        return tuple(float(v) for v in value)
+
+def _parse_power(s: Section, backend: str) -> PowerSettings:
+    s.check_keys(*(f.name for f in fields(PowerSettings)))
+    d = PowerSettings()
+    power = PowerSettings(
+        sampler=s.choice("sampler", SAMPLERS, default=d.sampler),
+        window_s=s.number("window_s", d.window_s, minimum=1.0),
+        poll_interval_s=s.number("poll_interval_s", d.poll_interval_s, minimum=0.0, exclusive=True),
+    )
+    if power.sampler == "nvml" and backend not in GPU_BACKENDS:
+        raise s.fail(
+            f"power.sampler = 'nvml' reads an NVIDIA GPU, but backend {backend} runs on the CPU; "
+            f"use sampler none, or a GPU backend ({', '.join(GPU_BACKENDS)})"
+        )
+    return power
+
+
+def _parse_budgets(s: Section, power: PowerSettings) -> Budgets:
+    s.check_keys(*(f.name for f in fields(Budgets)))
+    budgets = Budgets(**{f.name: s.positive_list(f.name) for f in fields(Budgets)})
+    if not any(getattr(budgets, f.name) for f in fields(Budgets)):
+        raise s.fail("budgets has no budget; give at least one of latency_ms, power_w, energy_mj (lists)")
+    if (budgets.power_w or budgets.energy_mj) and power.sampler == "none":
+        raise s.fail("budgets.power_w / energy_mj need power measurements, but power.sampler is none")
+    return budgets

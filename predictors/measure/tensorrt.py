@@ -128,8 +128,6 @@ class TensorRTRunner(CudaEventRunner):
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    precisions = ("fp32", "fp16")
-    uses_gpu = True
 
     def __init__(self, *args: Any, device: str | None = None, workspace_mb: int = WORKSPACE_MB, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -16,19 +16,9 @@ from torch import nn
 from predictors.measure.backend import Backend, Model, require_module, versions_of
 from predictors.measure.runner import Runner
 from predictors.measure.timing import TimingStats, interleaved_rounds
+from predictors.threads import torch_threads
 
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with `threads` intra-op threads (None: unchanged), restored afterwards. On a shared
-    2-core machine, 2 threads while another job holds a core are 20-50x slower than 1."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+__all__ = ["TorchCpuBackend", "inference_call", "measure_torch_cpu", "torch_threads"]
 
 
 def inference_call(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -41,13 +31,11 @@ def inference_call(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 class TorchCpuBackend(Backend):
     name = "torch-cpu"
-    precisions = ("fp32",)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._threads_before = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(int(self.threads))  # process-wide: restored by close()
+        self._threads = contextlib.ExitStack()
+        self._threads.enter_context(torch_threads(self.threads))  # process-wide: restored by close()
 
     def prepare(self, model: Model, input_shape: Sequence[int], key: str) -> Runner:
         module = copy.deepcopy(require_module(model, self.name)).cpu().eval()
@@ -58,7 +46,7 @@ class TorchCpuBackend(Backend):
         return versions_of("torch")
 
     def close(self) -> None:
-        torch.set_num_threads(self._threads_before)
+        self._threads.close()
 
 
 def measure_torch_cpu(

@@ -44,8 +44,6 @@ def cuda_versions(cuda: Any) -> dict[str, str]:
 
 class TorchCudaBackend(Backend):
     name = "torch-cuda"
-    precisions = ("fp32", "fp16")
-    uses_gpu = True
 
     def __init__(self, *args: Any, device: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
