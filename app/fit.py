@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app.profile import progress_bar
+from app.progress import progress_bar
 from app.shell import hydra_command, make_console
 from predictors.fit import FitResult, FitSettings, fit_predictor
 
@@ -50,11 +50,11 @@ def fit_from_config(cfg: DictConfig, out: str | os.PathLike | None = None, conso
     with progress_bar(console, "cross-validating candidates, then fitting the chosen one") as on_progress:
         result = fit_predictor(cfg.table, str(cfg.target), out, settings_from(cfg),
                                space=None if space in (None, "") else str(space), on_progress=on_progress)  # fmt: skip
-    _report(console, result)
+    report_fit(console, result)
     return result
 
 
-def _report(console: Console, result: FitResult) -> None:
+def report_fit(console: Console, result: FitResult) -> None:
     """What was fitted, the CV table, the held-out table and the files written."""
     m = result.metrics
     console.print(

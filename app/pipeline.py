@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from app.fit import report_fit, settings_from
 from app.progress import progress_bar
 from app.search_report import BudgetRow, console_table
 from app.shell import compose, hydra_command, make_console, torch_threads
@@ -90,10 +91,11 @@ def profile_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
             torch.manual_seed(settings["seed"])  # latency does not depend on the weights; seeded all the same
             supernet = OFAMobileNetV3(space=space).eval()
         archs = sample_spread(space, settings["n_subnets"], settings["seed"])
-        report = profile_subnets(
-            profile, supernet, archs, output=folder / "measurements.csv", workdir=folder / "cache",
-            console=runner.console, seed=settings["seed"],
-        )  # fmt: skip
+        with progress_bar(runner.console, f"measuring sub-networks on {profile.name}") as on_progress:
+            report = profile_subnets(
+                profile, supernet, archs, output=folder / "measurements.csv", workdir=folder / "cache",
+                seed=settings["seed"], on_progress=on_progress,
+            )  # fmt: skip
         return {"table": str(report.output), "n": report.total, "device": profile.name,
                 "budgets_latency_ms": list(profile.budgets.latency_ms)}  # fmt: skip
 
@@ -104,14 +106,12 @@ def fit_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
     settings = _plain(cfg.stages.fit)
 
     def fit(folder: Path, table: str, target: str, preset: str, model: Any) -> dict[str, Any]:
-        preset_cfg = compose("fit", overrides=[f"fit_models={preset}"])
-        models = OmegaConf.to_container(preset_cfg.models, resolve=True)
-        grid = OmegaConf.to_container(preset_cfg.grid, resolve=True)
-        result = fit_predictor(
-            table, target, folder, space=_space_of(cfg), model=model, transform=str(preset_cfg.transform),
-            bound=bool(preset_cfg.get("bound", False)), model_configs=models, grid=grid, seed=settings["seed"],
-            console=runner.console,
-        )  # fmt: skip
+        fit_cfg = compose("fit", overrides=[f"fit_models={preset}"])
+        OmegaConf.set_struct(fit_cfg, False)
+        fit_cfg.merge_with({"model": model, "seed": settings["seed"]})
+        with progress_bar(runner.console, f"fitting the {target} predictor") as on_progress:
+            result = fit_predictor(table, target, folder, settings_from(fit_cfg), _space_of(cfg), on_progress)
+        report_fit(runner.console, result)
         keys = ("model", "kendall_tau", "spearman", "rmse", "mape", "within_5pct", "within_10pct", "n_train", "n_test")
         return {"dir": str(folder), **{k: result.metrics[k] for k in keys}}
 

@@ -4,9 +4,8 @@ profiled in parallel (mode=merge) for a device profile. A Hydra shell (conf/prof
 
 from __future__ import annotations
 
-import contextlib
 import statistics
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import hydra
@@ -14,13 +13,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app.progress import progress_bar
 from app.shell import CONF_DIR, hydra_command, make_console
 from ofa.archtable import merge_tables
 from ofa.networks import OFAMobileNetV3
-from predictors.groups import Progress as OnProgress
 from predictors.measure.profile import HW_PROFILES_DIR, DeviceProfile, load_profile
 from predictors.profiling import ProfileReport, profile_lut, profile_subnets
 from predictors.sampling import sample_spread
@@ -38,20 +36,6 @@ def build_supernet(name: str, seed: int) -> OFAMobileNetV3:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return hydra.utils.instantiate(OmegaConf.load(path)).eval()
-
-
-@contextlib.contextmanager
-def progress_bar(console: Console, description: str) -> Iterator[OnProgress]:
-    """A transient rich bar, as an `on_progress(done, total)` callback for the libraries."""
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        yield update
 
 
 def summary_table(rows: Sequence[Mapping[str, Any]], title: str, label: str = "arch", limit: int = 10) -> Table:

@@ -7,19 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 from torch import nn
 
+from app.progress import progress_bar
 from ofa.archtable import read_csv, row_key
 from ofa.data.datamodule import ImageDataModule
 from ofa.evaluation import subnet_accuracy
 from ofa.networks import OFAMobileNetV3
 from ofa.space import ArchConfig
+from predictors.measure.backends import runs_here
 from predictors.measure.optional import MissingPackageError
 from predictors.measure.profile import DeviceProfile
-
-CPU_BACKENDS = ("onnxruntime-cpu", "torch-cpu")
 
 
 @dataclass
@@ -60,13 +59,14 @@ def measure_latency(
 
     if mode is False or mode == "false" or not archs:
         return {}
-    if mode == "auto" and profile.backend not in CPU_BACKENDS and not torch.cuda.is_available():
+    if mode == "auto" and not runs_here(profile.backend):
         console.print(f"[yellow]latency not measured: backend {profile.backend} needs a GPU, none here[/]")
         return {}
     try:
         profile = with_table_anchor(profile)  # in the units of the table the predictor was fitted on
-        report = profile_subnets(profile, supernet, archs, output=out / "measured_latency.csv",
-                                 workdir=out / "cache", console=console)  # fmt: skip
+        with progress_bar(console, f"measuring {len(archs)} chosen sub-networks on {profile.name}") as on_progress:
+            report = profile_subnets(profile, supernet, archs, output=out / "measured_latency.csv",
+                                     workdir=out / "cache", on_progress=on_progress)  # fmt: skip
     except MissingPackageError as exc:
         if mode == "auto":
             console.print(f"[yellow]latency not measured: {exc}[/]")

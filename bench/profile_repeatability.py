@@ -24,7 +24,8 @@ from pathlib import Path
 import yaml
 from rich.table import Table
 
-from app.profile import build_supernet, progress_bar
+from app.profile import build_supernet
+from app.progress import progress_bar
 from app.shell import REPO_ROOT, make_console
 from ofa.io import atomic_write_json
 from predictors.measure.profile import HW_PROFILES_DIR, load_profile

@@ -24,12 +24,12 @@ from ofa.archtable import row_key
 from ofa.networks import OFAMobileNetV3
 from ofa.networks.costs import count_macs, count_params
 from ofa.space import ArchConfig, MBV3Space
+from ofa.threads import torch_threads
 from predictors.groups import GroupRun, Item, Progress, measure_group
 from predictors.layers import lut_layers
 from predictors.measure.profile import DeviceProfile
 from predictors.measurements import LUT_COLUMNS, MEASUREMENT_COLUMNS, read_measurements, with_table_anchor
 from predictors.sampling import reference_arch
-from predictors.threads import torch_threads
 
 __all__ = [
     "LUT_COLUMNS",

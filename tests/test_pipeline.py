@@ -143,13 +143,13 @@ def test_search_refuses_predictors_of_another_space(run_dir, shared_data, tmp_pa
     from omegaconf import OmegaConf
 
     from app.search import run_search
-    from predictors.fit import fit_predictor
+    from predictors.fit import FitSettings, fit_predictor
 
     lines = (shared_data / "ofa_mbv3_gpu_latency.csv").read_text().splitlines()[:201]
     table = tmp_path / "imagenet_latency.csv"
     table.write_text("\n".join(lines) + "\n")
     other = tmp_path / "imagenet_predictor"
-    fit_predictor(table, "latency_ms_titan_rtx_b1", other, space="ofa_mbv3_w10", model="ridge", plot=False)
+    fit_predictor(table, "latency_ms_titan_rtx_b1", other, FitSettings(model="ridge", plot=False), space="ofa_mbv3_w10")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("search", overrides=[f"checkpoint={run_dir / 'train'}", f"predictors.latency_ms={other}",
                                            f"predictors.acc={run_dir / 'fit' / 'acc'}"])  # fmt: skip

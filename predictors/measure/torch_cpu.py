@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ofa.threads import torch_threads
 from predictors.measure.backend import Backend, Model, require_module, versions_of
 from predictors.measure.runner import Runner
 from predictors.measure.timing import TimingStats, interleaved_rounds
-from predictors.threads import torch_threads
 
 __all__ = ["TorchCpuBackend", "inference_call", "measure_torch_cpu", "torch_threads"]
 

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from ofa.space import MBV3Space
+from ofa.threads import torch_threads
 from predictors.features import ArchArrays, encode
 from predictors.models.base import HUBER_C, Model, Standardizer, huber_ridge, robust_scale
-from predictors.threads import torch_threads
 
 
 class MLPModel(Model):
