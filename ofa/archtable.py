@@ -113,7 +113,7 @@ def read_arch_table(path: str | os.PathLike, space: MBV3Space, columns: Sequence
     """An arch table checked against `space` (fingerprints) and, given `columns`, against the
     exact header this version writes (a table written by another version is refused)."""
     table = read_csv(path)
-    if columns is not None and table.rows and list(table.columns) != list(columns):
+    if columns is not None and table.columns and list(table.columns) != list(columns):
         missing = [c for c in columns if c not in table.columns]
         raise ValueError(
             f"{table.path} has other columns than this version writes"
