@@ -22,11 +22,10 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from rich.progress import track
 from rich.table import Table
 
-from app.shell import CONF_DIR, make_console
+from app.shell import compose, make_console
 from ofa.checkpoint import load_supernet, resolve_checkpoint
 from ofa.evaluation import recalibrate_bn, resize
 from ofa.io import atomic_write_json
@@ -41,7 +40,7 @@ def correct_per_image(model: torch.nn.Module, batches: list[tuple[torch.Tensor, 
     return np.concatenate([(model(resize(x, r)).argmax(1) == y).numpy() for x, y in batches])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="ofa-train run folder or its supernet.safetensors")
     parser.add_argument("--table", type=Path, default=None, help="default: <run>/accuracy.csv")
@@ -50,7 +49,11 @@ def main() -> None:
     parser.add_argument("--data", default="mnist5k", help="the data config the supernet was trained on")
     parser.add_argument("--bn-calibration-images", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/accuracy_retest"))
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     console = make_console()
 
     checkpoint = resolve_checkpoint(args.run)
@@ -60,8 +63,7 @@ def main() -> None:
     with table.open(newline="") as f:
         rows = list(csv.DictReader(f))[: args.n]
     archs = [ArchConfig.from_csv_fields(r) for r in rows]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("eval_subnets", overrides=[f"data={args.data}", "checkpoint=unused"])
+    cfg = compose("eval_subnets", overrides=[f"data={args.data}", "checkpoint=unused"])
     dm = hydra.utils.instantiate(cfg.data, seed=meta["info"].get("seed", 0))
     images = dm.calibration_images(args.bn_calibration_images)
     batches = [(dm.normalize(x), y) for x, y in dm.val_dataloader()]

@@ -57,7 +57,7 @@ def read(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu-ort")
     parser.add_argument("--n", type=int, default=30, help="sub-networks (smallest and largest included)")
@@ -66,11 +66,11 @@ def main() -> None:
     parser.add_argument("--profiles-dir", type=Path, default=HW_PROFILES_DIR)
     parser.add_argument("--cache", type=Path, default=None, help="ONNX/engine cache (default: <out>/cache, removed)")
     parser.add_argument("--set", action="append", default=[], help="profile field override, e.g. timing.rounds=5")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    console = make_console()
-    out = args.out or REPO_ROOT / "runs" / "repeatability" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    profile = load_profile(args.device, root=args.profiles_dir, overrides=parse_sets(args.set))
+
+def profile_twice(args: argparse.Namespace, profile, out: Path, console) -> list[float]:
+    """Two complete runs into out/run1.csv and out/run2.csv; their wall times."""
     supernet = build_supernet(profile.supernet, args.seed)
     archs = sample_spread(supernet.space, args.n, args.seed)
     console.print(f"test-retest on [bold]{profile.name}[/]: {len(archs)} sub-networks, two runs")
@@ -92,16 +92,11 @@ def main() -> None:
         walls.append(time.perf_counter() - start)
     if args.cache is None:
         shutil.rmtree(out / "cache", ignore_errors=True)
-    rows1, rows2 = read(out / "run1.csv"), read(out / "run2.csv")
-    # Every figure comes from the same calls of the same two runs, compared side by side: the raw
-    # median (the usual summary), the raw floor, and latency_ms as the profile reports it.
-    label = rows1[0]["latency_stat"]
-    columns = {f"{stat} (raw)": f"latency_{stat}_ms" for stat in STATISTICS}
-    columns[f"latency_ms: {label} (the profile's)"] = "latency_ms"
-    summaries = {name: compare_runs(rows1, rows2, column) for name, column in columns.items()}
-    summary = summaries[f"latency_ms: {label} (the profile's)"]
-    verdict = summary.kendall_tau >= TAU_BAR and summary.median_rel_diff <= REL_DIFF_BAR
-    table = Table(title=f"{profile.name}: run 2 vs run 1, {summary.n} sub-networks")
+    return walls
+
+
+def comparison_table(title: str, summaries: dict) -> Table:
+    table = Table(title=title)
     headers = ("figure", "Kendall tau", "median |rel diff|", "p90 |rel diff|", "max |rel diff|", "median run2/run1")
     for col in headers:
         table.add_column(col, justify="right")
@@ -114,7 +109,25 @@ def main() -> None:
             f"{s.max_rel_diff:.2%}",
             f"{s.ratio_median:.3f}",
         )
-    console.print(table)
+    return table
+
+
+def main() -> None:
+    args = parse_args()
+    console = make_console()
+    out = args.out or REPO_ROOT / "runs" / "repeatability" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    profile = load_profile(args.device, root=args.profiles_dir, overrides=parse_sets(args.set))
+    walls = profile_twice(args, profile, out, console)
+    rows1, rows2 = read(out / "run1.csv"), read(out / "run2.csv")
+    # Every figure comes from the same calls of the same two runs, compared side by side: the raw
+    # median (the usual summary), the raw floor, and latency_ms as the profile reports it.
+    label = rows1[0]["latency_stat"]
+    columns = {f"{stat} (raw)": f"latency_{stat}_ms" for stat in STATISTICS}
+    columns[f"latency_ms: {label} (the profile's)"] = "latency_ms"
+    summaries = {name: compare_runs(rows1, rows2, column) for name, column in columns.items()}
+    summary = summaries[f"latency_ms: {label} (the profile's)"]
+    verdict = summary.kendall_tau >= TAU_BAR and summary.median_rel_diff <= REL_DIFF_BAR
+    console.print(comparison_table(f"{profile.name}: run 2 vs run 1, {summary.n} sub-networks", summaries))
     refs = [sorted({float(r["ref_latency_ms"]) for r in rows}) for rows in (rows1, rows2)]
     console.print(
         "reference sub-network per group (raw, ms): "
