@@ -2,7 +2,7 @@
 
 Each generation holds `population_size` trials of one study: refinement moves
 (`search.refine`) and children of Optuna's `NSGAIISampler` (`NSGAIIISampler` for three or
-more objectives; `search.study.GenerationSampler`). Refinement moves (and the seed configs
+more objectives; `search.study.KnownSpaceSampler`). Refinement moves (and the seed configs
 of a fresh study) are our own proposals: they are evaluated directly, added to the study
 with `study.add_trials` as running trials with their parameters and constraints, placed in
 the GA generation being filled by the sampler's public `get_trial_generation`, and told, so

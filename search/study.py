@@ -24,7 +24,7 @@ from search.problem import Problem, SearchSettings
 from search.storage import open_storage
 
 
-class GenerationSampler(BaseSampler):
+class KnownSpaceSampler(BaseSampler):
     """Optuna's `NSGAIISampler` (`NSGAIIISampler` for three or more objectives), delegated to,
     with the run's genes as its search space.
 
@@ -71,12 +71,12 @@ def make_sampler(
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     ga = optuna.samplers.NSGAIIISampler if n_objectives >= 3 else optuna.samplers.NSGAIISampler
-    return GenerationSampler(ga(population_size=population_size, seed=seed), genes)
+    return KnownSpaceSampler(ga(population_size=population_size, seed=seed), genes)
 
 
 def ga_of(sampler: BaseSampler) -> BaseGASampler | None:
     """The genetic-algorithm sampler behind a study's sampler, if any."""
-    if isinstance(sampler, GenerationSampler):
+    if isinstance(sampler, KnownSpaceSampler):
         return sampler.ga
     return sampler if isinstance(sampler, BaseGASampler) else None
 
