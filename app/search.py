@@ -27,7 +27,7 @@ from rich.console import Console
 from app.progress import progress_bar
 from app.search_measure import Measured, measure_choices
 from app.search_report import BudgetRow, console_table, pareto_png, write_reports
-from app.shell import UserError, hydra_command, make_console, torch_threads
+from app.shell import UserError, hydra_command, make_console, quiet_optuna, torch_threads
 from ofa.checkpoint import load_supernet, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
 from ofa.export import export_onnx, save_subnet
@@ -124,12 +124,12 @@ def run_engine(cfg: DictConfig, inputs: SearchInputs, console: Console) -> Any:
     """The NSGA-II search on the predictors (a progress bar while it runs); a `SearchResult`."""
     import search
 
-    with progress_bar(console, "searching") as on_progress:
-        return search.run(
-            inputs.space, list(inputs.metrics.values()), [], int(cfg.n_trials), int(cfg.population_size),
-            int(cfg.seed), storage=cfg.storage, budgets=inputs.budgets, study_name=cfg.study_name,
-            progress=on_progress,
-        )  # fmt: skip
+    settings = search.SearchSettings(
+        int(cfg.n_trials), int(cfg.population_size), int(cfg.seed), study_name=cfg.study_name, storage=cfg.storage
+    )
+    with quiet_optuna(), progress_bar(console, "searching") as on_progress:
+        return search.run(inputs.space, list(inputs.metrics.values()), settings, budgets=inputs.budgets,
+                          progress=on_progress)  # fmt: skip
 
 
 def export_choice(cfg: DictConfig, inputs: SearchInputs, row: BudgetRow, measured: Measured, folder: Path) -> None:

@@ -7,11 +7,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
-from app.shell import hydra_command, make_console
-from search.benchmarks.table import run_table_benchmark
+from app.progress import progress_bar
+from app.shell import hydra_command, make_console, quiet_optuna
+from search.benchmarks.table import TableBenchmark, run_table_benchmark
+from search.problem import SearchSettings
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -38,21 +39,13 @@ def summary_table(summary: dict[str, Any]) -> Table:
 
 def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or make_console()
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"searching ({cfg.sampler})", total=int(cfg.n_trials))
-        summary = run_table_benchmark(
-            cfg.table,
-            cfg.accuracy,
-            cfg.latency,
-            int(cfg.n_trials),
-            int(cfg.seed),
-            out=Path(cfg.out),
-            sampler=str(cfg.sampler),
-            population_size=int(cfg.population_size),
-            budget_percentiles=[float(q) for q in cfg.budget_percentiles],
-            storage=cfg.storage,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    settings = SearchSettings(int(cfg.n_trials), int(cfg.population_size), int(cfg.seed),
+                              sampler=str(cfg.sampler), storage=cfg.storage)  # fmt: skip
+    spec = TableBenchmark(
+        cfg.table, cfg.accuracy, cfg.latency, settings, tuple(float(q) for q in cfg.budget_percentiles)
+    )
+    with quiet_optuna(), progress_bar(console, f"searching ({cfg.sampler})") as on_progress:
+        summary = run_table_benchmark(spec, out=Path(cfg.out), progress=on_progress)
     console.print(summary_table(summary))
     console.print(
         f"mean regret {summary['mean_regret']:.3f} points, exact optimum found for "

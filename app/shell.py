@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +30,7 @@ __all__ = [
     "hydra_command",
     "make_console",
     "quiet_libraries",
+    "quiet_optuna",
     "register_resolvers",
     "root_cause",
     "torch_threads",
@@ -87,17 +87,24 @@ def root_cause(exc: BaseException) -> BaseException:
 
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
-    """Optuna's per-trial INFO lines and the library warnings in QUIET_WARNINGS off for the block."""
-    optuna_logger = logging.getLogger("optuna")
-    level = optuna_logger.level
-    optuna_logger.setLevel(logging.WARNING)
+    """The library warnings in QUIET_WARNINGS off for the block."""
+    with warnings.catch_warnings():
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's per-trial INFO lines off for the block, its verbosity restored afterwards."""
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        with warnings.catch_warnings():
-            for message in QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", message=message)
-            yield
+        yield
     finally:
-        optuna_logger.setLevel(level)
+        optuna.logging.set_verbosity(before)
 
 
 def report_user_error(exc: BaseException) -> None:

@@ -23,8 +23,9 @@ import numpy as np
 from rich.progress import Progress
 from rich.table import Table
 
-from app.shell import make_console
+from app.shell import make_console, quiet_libraries
 from search.benchmarks.table import load_table, percentile_budgets, score, table_search
+from search.problem import SearchSettings
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_accuracy_latency.csv"
 
@@ -37,45 +38,38 @@ def spread(values: list[float], fmt: str = ".3f") -> str:
     return f"{m:{fmt}} ± {s:{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
-    parser.add_argument("--accuracy", default="cifar10_acc")
-    parser.add_argument("--columns", nargs="+", default=["latency_ms_gold_6226", "latency_ms_pixel3"])
-    parser.add_argument("--trials", type=int, nargs="+", default=[100, 300, 1000])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--samplers", nargs="+", default=["refined", "nsga2", "random"])
-    parser.add_argument("--population", type=int, default=50)
-    parser.add_argument("--percentiles", type=float, nargs="+", default=[10, 25, 50])
-    parser.add_argument("--json", type=Path, help="also write every run's figures here")
-    args = parser.parse_args()
+def one_run(table, args: argparse.Namespace, column: str, settings: SearchSettings, budgets) -> dict:
+    """One search and its scores."""
+    t0 = time.perf_counter()
+    res = table_search(table, args.accuracy, column, settings, budgets)
+    wall = time.perf_counter() - t0
+    sc = score(table, args.accuracy, column, res, budgets)
+    return {
+        "column": column, "n_trials": settings.n_trials, "seed": settings.seed, "sampler": settings.sampler,
+        "evaluations": res.n_evaluations, "optuna_trials": res.n_trials,
+        "hv_ratio": sc.hypervolume_ratio, "mean_regret": sc.mean_regret,
+        "regrets": [b.regret for b in sc.budgets],
+        "hits": [b.exact_found for b in sc.budgets], "wall_s": wall,
+    }  # fmt: skip
 
-    console = make_console()
-    table = load_table(args.table, [args.accuracy, *args.columns])
+
+def all_runs(table, args: argparse.Namespace, console) -> list[dict]:
     runs = []
     total = len(args.columns) * len(args.trials) * args.seeds * len(args.samplers)
-    with Progress(console=console, transient=True) as progress:
+    with quiet_libraries(), Progress(console=console, transient=True) as progress:
         task = progress.add_task("searching", total=total)
         for column in args.columns:
             budgets = percentile_budgets(table.values[column], args.percentiles)
             for n in args.trials:
                 for seed in range(args.seeds):
                     for sampler in args.samplers:
-                        t0 = time.perf_counter()
-                        res = table_search(table, args.accuracy, column, n, seed, sampler, args.population, budgets)
-                        wall = time.perf_counter() - t0
-                        sc = score(table, args.accuracy, column, res, budgets)
-                        runs.append(
-                            {
-                                "column": column, "n_trials": n, "seed": seed, "sampler": sampler,
-                                "evaluations": res.n_evaluations, "optuna_trials": res.n_trials,
-                                "hv_ratio": sc.hypervolume_ratio, "mean_regret": sc.mean_regret,
-                                "regrets": [b.regret for b in sc.budgets],
-                                "hits": [b.exact_found for b in sc.budgets], "wall_s": wall,
-                            }
-                        )  # fmt: skip
+                        settings = SearchSettings(n, args.population, seed, sampler=sampler)
+                        runs.append(one_run(table, args, column, settings, budgets))
                         progress.advance(task)
+    return runs
 
+
+def summary(args: argparse.Namespace, runs: list[dict]) -> Table:
     out = Table(title=f"NAS-Bench-201 {args.accuracy}: {args.seeds} seeds, budgets at p{args.percentiles} latency")
     for col in (
         "latency column",
@@ -103,7 +97,26 @@ def main() -> None:
                     f"{np.median([r['evaluations'] / r['wall_s'] for r in rs]):.0f}",
                 )  # fmt: skip
         out.add_section()
-    console.print(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--accuracy", default="cifar10_acc")
+    parser.add_argument("--columns", nargs="+", default=["latency_ms_gold_6226", "latency_ms_pixel3"])
+    parser.add_argument("--trials", type=int, nargs="+", default=[100, 300, 1000])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--samplers", nargs="+", default=["refined", "nsga2", "random"])
+    parser.add_argument("--population", type=int, default=50)
+    parser.add_argument("--percentiles", type=float, nargs="+", default=[10, 25, 50])
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    args = parser.parse_args()
+
+    console = make_console()
+    table = load_table(args.table, [args.accuracy, *args.columns])
+    runs = all_runs(table, args, console)
+    console.print(summary(args, runs))
     console.print("regret: exact best accuracy under the budget minus the best found (mean over budgets, then seeds);")
     console.print("every sampler gets the same number of distinct evaluations; wall times are on a shared CPU.")
     if args.json:

@@ -25,7 +25,7 @@ import optuna
 from rich.table import Table
 
 import search
-from app.shell import make_console
+from app.shell import make_console, quiet_libraries
 from ofa.checkpoint import read_supernet_metadata
 from predictors.predictor import load_predictor
 from search.genes import MBV3Genes
@@ -69,13 +69,12 @@ def ours(space, rec: Recorder, budgets: list[Budget], n: int, seed: int) -> tupl
 
     objectives = [search.metric("acc", acc, "maximize"), search.metric("latency_ms", rec.lat_fn, "minimize", "ms")]
     rec.reset()
-    result = search.run(space, objectives, [], n, 100, seed, budgets=budgets)
+    result = search.run(space, objectives, search.SearchSettings(n, 100, seed), budgets=budgets)
     return result.n_evaluations / (time.perf_counter() - rec.t0), rec.log
 
 
 def stock(space, rec: Recorder, n: int, seed: int) -> tuple[float, list]:
     genes = MBV3Genes(space)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler(population_size=50, seed=seed)
     )
@@ -116,9 +115,11 @@ def main() -> None:
     settle = {"ours": [], "stock": []}
     for seed in range(args.seeds):  # interleaved: ours then stock for each seed
         for name in ("ours", "stock"):
-            rate, log = (
-                ours(space, rec, budgets, args.evals, seed) if name == "ours" else stock(space, rec, args.evals, seed)
-            )
+            with quiet_libraries():
+                if name == "ours":
+                    rate, log = ours(space, rec, budgets, args.evals, seed)
+                else:
+                    rate, log = stock(space, rec, args.evals, seed)
             speed[name].append(rate)
             settle[name].append(settle_times(log, limits))
             console.print(f"seed {seed} {name}: {rate:.0f} evaluations/s")

@@ -1,9 +1,10 @@
-"""Per-device search for sub-networks, their export and reports (and the end-to-end pipeline).
+"""Per-device search for sub-networks: the engine, budgets and per-budget selection.
 
-Library entry: `search.run(space, objectives, constraints, n_trials, population_size, seed,
-storage=None)` -> `SearchResult` (the feasible Pareto front and every evaluation), and
-`search.select_for_budgets(result, budgets)` for the best arch under each budget. Names
-are imported lazily so that importing `search` does not load Optuna.
+Library entry: `search.run(space, objectives, search.SearchSettings(n_trials, population_size,
+seed, storage=None), constraints=(), budgets=())` -> `SearchResult` (the feasible Pareto
+front and every evaluation), and `result.select(budgets)` (or
+`search.select_for_budgets(result, budgets)`) for the best arch under each budget. Names are
+imported lazily so that importing `search` does not load Optuna.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 
 _EXPORTS = {
     "run": "search.engine",
-    "SearchResult": "search.engine",
-    "Evaluation": "search.engine",
+    "SearchSettings": "search.problem",
+    "Problem": "search.problem",
+    "SearchResult": "search.result",
+    "Evaluation": "search.result",
     "Metric": "search.objectives",
     "Constraint": "search.objectives",
     "Budget": "search.objectives",
@@ -26,7 +29,7 @@ _EXPORTS = {
     "GeneSpace": "search.genes",
     "MBV3Genes": "search.genes",
     "NB201Genes": "search.genes",
-    "BudgetChoice": "search.select",
+    "BudgetChoice": "search.result",
     "NoFeasibleArch": "search.select",
     "select_for_budgets": "search.select",
     "raise_for_unmet": "search.select",

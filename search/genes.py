@@ -199,10 +199,7 @@ class MBV3Genes(GeneSpace):
         return config.key()
 
     def parse(self, text: str) -> ArchConfig:
-        m = re.fullmatch(r"ks([\d-]+)_e([\d-]+)_d([\d-]+)_r(\d+)", text.strip())
-        if not m:
-            raise ValueError(f"{text!r} is not an arch key like ks3-5-..._e3-4-..._d2-3-..._r224")
-        return self.space.validate(ArchConfig(ks=m[1], e=m[2], d=m[3], r=int(m[4])))
+        return ArchConfig.from_key(text, self.space)
 
     def default_seeds(self) -> list[ArchConfig]:
         return [self.space.smallest(), self.space.largest()]

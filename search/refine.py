@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.genes import GeneSpace
-from search.objectives import Budget, Constraint, Metric
+from search.objectives import Constraint, Metric
 from search.pareto import non_dominated
+from search.problem import Problem
 
 CLIMB_MARGIN = 0.1  # neighbours of a feasible arch: predicted at most 10% over a limit
 DESCEND_MARGIN = 0.3  # neighbours of a too-costly arch: predicted at most 30% over
@@ -90,13 +90,9 @@ def rank_order(values: Mapping[str, np.ndarray], objectives: Sequence[Metric]) -
 
 
 def propose(
-    space: GeneSpace,
+    problem: Problem,
     rows: np.ndarray,
     values: Mapping[str, np.ndarray],
-    metrics: Mapping[str, Metric],
-    objectives: Sequence[Metric],
-    constraints: Sequence[Constraint],
-    budgets: Sequence[Budget],
     seen: set[bytes],
     k: int,
     rng: np.random.Generator,
@@ -108,31 +104,40 @@ def propose(
     updated with the proposals."""
     rows = np.asarray(rows, dtype=np.int64)
     if k <= 0 or rows.shape[0] == 0:
-        return np.empty((0, space.n_genes), dtype=np.int64)
-    order = rank_order(values, objectives)
-    primary = objectives[0]
-    score = primary.sign * values[primary.name]
+        return np.empty((0, problem.space.n_genes), dtype=np.int64)
+    tasks = _tasks(problem, values, rng)
+    expansion = _Expansion(problem, rows, _models(problem, rows, values), tasks, seen, rng)
+    return expansion.run(k)
 
-    # Models of the limited metrics (used to skip neighbours predicted far over a limit).
-    limited = {c.name for b in budgets for c in b.constraints} | {c.name for c in constraints}
+
+@dataclass(frozen=True)
+class _Task:
+    """Sources (evaluated row indices, in order of preference) whose neighbours to propose,
+    the limits they should respect and how far over them (predicted) a neighbour may be."""
+
+    sources: np.ndarray
+    limits: Sequence[Constraint]
+    margin: float
+
+
+def _models(problem: Problem, rows: np.ndarray, values: Mapping[str, np.ndarray]) -> dict[str, AdditiveModel]:
+    """Models of the limited metrics that fit well enough to skip neighbours far over a limit."""
     models = {}
-    if rows.shape[0] >= 2 * space.n_genes:
-        for name in limited:
-            m = AdditiveModel.fit(rows, values[name], space.cardinalities)
+    if rows.shape[0] >= 2 * problem.space.n_genes:
+        for name in problem.limited:
+            m = AdditiveModel.fit(rows, values[name], problem.space.cardinalities)
             if m.r2 >= MIN_MODEL_R2:
                 models[name] = m
+    return models
 
-    def admissible(cands: np.ndarray, limits: Sequence[Constraint], margin: float) -> np.ndarray:
-        ok = np.ones(cands.shape[0], dtype=bool)
-        for c in limits:
-            if c.name in models:
-                ok &= c.violation(models[c.name].predict(cands), metrics[c.name].direction) <= margin
-        return ok
 
-    # Task = (source indices in order of preference, limits to respect, margin).
-    tasks: list[tuple[np.ndarray, Sequence[Constraint], float]] = []
-    run_violation = _violations(values, constraints, metrics) if constraints else np.zeros(rows.shape[0])
-    for b in budgets:
+def _tasks(problem: Problem, values: Mapping[str, np.ndarray], rng: np.random.Generator) -> list[_Task]:
+    """Climb and descend per budget; without budgets, the current feasible front."""
+    objectives, constraints, metrics = problem.objectives, problem.constraints, problem.metrics
+    order = rank_order(values, objectives)
+    score = objectives[0].sign * values[objectives[0].name]
+    tasks = []
+    for b in problem.budgets:
         limits = [*b.constraints, *constraints]
         viol = _violations(values, limits, metrics)
         feasible = viol <= 0
@@ -140,47 +145,73 @@ def propose(
         best = score[climb[0]] if climb.size else -np.inf
         over = np.flatnonzero(~feasible & (score > best))
         descend = over[np.lexsort((-score[over], viol[over]))]
-        tasks += [(climb, limits, CLIMB_MARGIN), (descend, limits, DESCEND_MARGIN)]
-    if not budgets:
-        feasible = np.flatnonzero(run_violation <= 0)
+        tasks += [_Task(climb, limits, CLIMB_MARGIN), _Task(descend, limits, DESCEND_MARGIN)]
+    if not problem.budgets:
+        n = len(score)
+        violation = _violations(values, constraints, metrics) if constraints else np.zeros(n)
+        feasible = np.flatnonzero(violation <= 0)
         pts = np.stack([m.sign * values[m.name][feasible] for m in objectives], axis=1)
-        front = feasible[non_dominated(pts)]
-        tasks.append((rng.permutation(front), list(constraints), np.inf))
+        tasks.append(_Task(rng.permutation(feasible[non_dominated(pts)]), list(constraints), np.inf))
+    return tasks
 
-    # Every task gets an equal share first (starting from a random task, so that no budget
-    # is always served last), then any capacity left goes round-robin.
-    out: list[np.ndarray] = []
-    cursor = [0] * len(tasks)
-    active = [True] * len(tasks)
-    start = int(rng.integers(len(tasks))) if tasks else 0
-    turn = [(start + i) % len(tasks) for i in range(len(tasks))]
-    quota = -(-k // max(len(tasks), 1))
 
-    def expand(t: int, cap: int, max_sources: int) -> None:
+class _Expansion:
+    """Fills the proposals: every task gets an equal share first (starting from a random task,
+    so that no budget is always served last), then any capacity left goes round-robin."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        rows: np.ndarray,
+        models: dict[str, AdditiveModel],
+        tasks: list[_Task],
+        seen: set[bytes],
+        rng: np.random.Generator,
+    ) -> None:
+        self.problem, self.rows, self.models, self.tasks = problem, rows, models, tasks
+        self.seen, self.rng = seen, rng
+        self.out: list[np.ndarray] = []
+        self.cursor = [0] * len(tasks)
+        self.active = [True] * len(tasks)
+
+    def run(self, k: int) -> np.ndarray:
+        n = len(self.tasks)
+        start = int(self.rng.integers(n)) if n else 0
+        turn = [(start + i) % n for i in range(n)]
+        quota = -(-k // max(n, 1))
+        for t in turn:
+            self.expand(t, min(quota, k - len(self.out)), max_sources=len(self.rows))
+        while len(self.out) < k and any(self.active):
+            for t in turn:
+                if self.active[t] and len(self.out) < k:
+                    self.expand(t, k - len(self.out), max_sources=1)
+        return np.array(self.out, dtype=np.int64).reshape(-1, self.problem.space.n_genes)
+
+    def admissible(self, cands: np.ndarray, task: _Task) -> np.ndarray:
+        ok = np.ones(cands.shape[0], dtype=bool)
+        for c in task.limits:
+            if c.name in self.models:
+                direction = self.problem.metrics[c.name].direction
+                ok &= c.violation(self.models[c.name].predict(cands), direction) <= task.margin
+        return ok
+
+    def expand(self, t: int, cap: int, max_sources: int) -> None:
         """Add fresh admissible neighbours of the task's next sources, up to `cap` rows."""
-        sources, limits, margin = tasks[t]
+        task = self.tasks[t]
         got = used = 0
-        while cursor[t] < len(sources) and got < cap and used < max_sources:
-            cands = space.neighbours(rows[sources[cursor[t]]])
-            cands = cands[np.array([row_key(c) not in seen for c in cands], dtype=bool)]
-            if cands.shape[0] and np.isfinite(margin):
-                cands = cands[admissible(cands, limits, margin)]
-            take = cands[rng.permutation(cands.shape[0])][: cap - got]
+        while self.cursor[t] < len(task.sources) and got < cap and used < max_sources:
+            cands = self.problem.space.neighbours(self.rows[task.sources[self.cursor[t]]])
+            cands = cands[np.array([row_key(c) not in self.seen for c in cands], dtype=bool)]
+            if cands.shape[0] and np.isfinite(task.margin):
+                cands = cands[self.admissible(cands, task)]
+            take = cands[self.rng.permutation(cands.shape[0])][: cap - got]
             if take.shape[0] == cands.shape[0]:
-                cursor[t] += 1  # nothing of this source is left over
+                self.cursor[t] += 1  # nothing of this source is left over
             if take.shape[0]:
                 used += 1
             for c in take:
-                seen.add(row_key(c))
-            out.extend(take)
+                self.seen.add(row_key(c))
+            self.out.extend(take)
             got += take.shape[0]
-        if cursor[t] >= len(sources):
-            active[t] = False
-
-    for t in turn:
-        expand(t, min(quota, k - len(out)), max_sources=len(rows))
-    while len(out) < k and any(active):
-        for t in turn:
-            if active[t] and len(out) < k:
-                expand(t, k - len(out), max_sources=1)
-    return np.array(out, dtype=np.int64).reshape(-1, space.n_genes)
+        if self.cursor[t] >= len(task.sources):
+            self.active[t] = False

@@ -13,6 +13,7 @@ import pytest
 
 from search.benchmarks.table import load_table, percentile_budgets, score, table_search
 from search.pareto import hypervolume_2d, non_dominated
+from search.problem import SearchSettings
 
 ACC, XEON = "cifar10_acc", "latency_ms_gold_6226"
 
@@ -76,7 +77,7 @@ def test_hypervolume_ratio_beats_random_at_equal_budget(table):
     regrets = {"refined": [], "random": []}
     for seed in range(3):
         for sampler in ratios:
-            res = table_search(table, ACC, XEON, 200, seed, sampler, 50, budgets)
+            res = table_search(table, ACC, XEON, SearchSettings(200, 50, seed, sampler=sampler), budgets)
             sc = score(table, ACC, XEON, res, budgets)
             ratios[sampler].append(sc.hypervolume_ratio)
             regrets[sampler].append(sc.mean_regret)

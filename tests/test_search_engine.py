@@ -13,13 +13,24 @@ import optuna
 import pytest
 
 import search
+import search.study
 from ofa.networks import count_macs, count_params
 from ofa.space import SPACES, MBV3Space
 from search.objectives import Budget, Constraint, Metric, mbv3_macs, mbv3_params
 from search.pareto import non_dominated
+from search.problem import SearchSettings
 from search.select import NoFeasibleArch, raise_for_unmet, select_for_budgets
 
 SPACE = SPACES["ofa_mbv3_mnist"]
+
+
+@pytest.fixture(autouse=True)
+def quiet_optuna():
+    """The library does not touch logging (the app layer quiets Optuna): do it here, as the app does."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    yield
+    optuna.logging.set_verbosity(level)
 
 
 class Recorder:
@@ -50,7 +61,7 @@ BUDGETS = [
 
 
 def test_every_selected_arch_meets_its_budget_and_is_the_best_evaluated():
-    result = search.run(SPACE, objectives(), [], 200, 40, 0, budgets=BUDGETS)
+    result = search.run(SPACE, objectives(), SearchSettings(200, 40, 0), budgets=BUDGETS)
     assert result.n_evaluations == 200 and result.stopped == "reached n_trials"
     choices = select_for_budgets(result, BUDGETS)
     assert [c.budget for c in choices] == BUDGETS
@@ -84,7 +95,7 @@ def test_budget_refinement_beats_plain_nsga2_at_equal_evaluations():
     for sampler in ("refined", "nsga2"):
         best = []
         for seed in range(2):
-            res = search.run(SPACE, objectives(), [], 150, 30, seed, budgets=budgets, sampler=sampler)
+            res = search.run(SPACE, objectives(), SearchSettings(150, 30, seed, sampler=sampler), budgets=budgets)
             # a budget left unmet scores 0 parameters
             best.append([c.evaluation.values["params"] if c.ok else 0 for c in select_for_budgets(res, budgets)])
         gaps[sampler] = np.mean(best)
@@ -93,7 +104,7 @@ def test_budget_refinement_beats_plain_nsga2_at_equal_evaluations():
 
 def test_impossible_budget_ends_with_a_clear_message_naming_the_closest_arch():
     budgets = [Budget.of("tiny", macs=1000), Budget.of("ok", macs=40e6)]
-    result = search.run(SPACE, objectives(), [], 80, 20, 0, budgets=budgets)
+    result = search.run(SPACE, objectives(), SearchSettings(80, 20, 0), budgets=budgets)
     tiny, ok = select_for_budgets(result, budgets)
     assert ok.ok and not tiny.ok and tiny.evaluation is None
     fewest = min(result.evaluations, key=lambda e: e.values["macs"])
@@ -107,7 +118,7 @@ def test_impossible_budget_ends_with_a_clear_message_naming_the_closest_arch():
 
 def test_run_constraints_are_recorded_for_optuna_and_respected_by_the_front():
     cap = Constraint("macs", 35e6)
-    result = search.run(SPACE, objectives(), [cap], 100, 25, 1)
+    result = search.run(SPACE, objectives(), SearchSettings(100, 25, 1), constraints=[cap])
     assert result.front and all(e.values["macs"] <= 35e6 for e in result.front)
     assert all(e.feasible == (e.values["macs"] <= 35e6) for e in result.evaluations)
 
@@ -128,13 +139,13 @@ def test_a_space_smaller_than_n_trials_ends_without_hanging():
     )
     n = tiny.count_subnets()  # 12 sub-networks
     for sampler in ("refined", "nsga2", "random"):
-        result = search.run(tiny, objectives(tiny), [], 10 * n, 4, 0, sampler=sampler)
+        result = search.run(tiny, objectives(tiny), SearchSettings(10 * n, 4, 0, sampler=sampler))
         assert result.n_evaluations == n and "every config" in result.stopped
 
 
 def test_canonical_duplicates_are_evaluated_once():
     rec = Recorder(None)
-    result = search.run(SPACE, objectives(recorder=rec), [], 150, 30, 3, sampler="nsga2")
+    result = search.run(SPACE, objectives(recorder=rec), SearchSettings(150, 30, 3, sampler="nsga2"))
     keys = [a.key() for a in rec.calls]
     assert len(keys) == len(set(keys)) == result.n_evaluations == 150
     # NSGA-II proposed repeats (in genes or in canonical form) that were answered from the cache
@@ -142,7 +153,7 @@ def test_canonical_duplicates_are_evaluated_once():
 
 
 def test_same_seed_same_search_other_seed_other_search():
-    runs = [search.run(SPACE, objectives(), [], 120, 30, s, budgets=BUDGETS[:1]) for s in (5, 5, 6)]
+    runs = [search.run(SPACE, objectives(), SearchSettings(120, 30, s), budgets=BUDGETS[:1]) for s in (5, 5, 6)]
     rows = [[(e.key, e.values["macs"], e.trial) for e in r.evaluations] for r in runs]
     assert rows[0] == rows[1]
     assert rows[0] != rows[2]
@@ -153,8 +164,9 @@ def test_a_study_resumed_from_storage_continues_without_repeating_evaluations(tm
     storage = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else str(tmp_path / "s.log")
     first_rec, second_rec = Recorder(None), Recorder(None)
     n1, n2 = (30, 55) if kind == "sqlite" else (60, 130)  # Optuna's RDB storage is slow per write
-    first = search.run(SPACE, objectives(recorder=first_rec), [], n1, 20, 0, storage, budgets=BUDGETS[:1])
-    second = search.run(SPACE, objectives(recorder=second_rec), [], n2, 20, 0, storage, budgets=BUDGETS[:1])
+    at = lambda n: SearchSettings(n, 20, 0, storage=storage)  # noqa: E731
+    first = search.run(SPACE, objectives(recorder=first_rec), at(n1), budgets=BUDGETS[:1])
+    second = search.run(SPACE, objectives(recorder=second_rec), at(n2), budgets=BUDGETS[:1])
     assert first.n_evaluations == n1 and second.n_evaluations == n2
     assert second.n_trials > first.n_trials
     before = {a.key() for a in first_rec.calls}
@@ -163,16 +175,16 @@ def test_a_study_resumed_from_storage_continues_without_repeating_evaluations(tm
     assert {e.key for e in first.evaluations} <= {e.key for e in second.evaluations}
     # asking again for what is already there evaluates nothing
     third_rec = Recorder(None)
-    third = search.run(SPACE, objectives(recorder=third_rec), [], n2, 20, 0, storage)
+    third = search.run(SPACE, objectives(recorder=third_rec), at(n2))
     assert third_rec.calls == [] and third.n_evaluations == n2
 
 
 def test_a_stored_study_of_another_space_is_refused(tmp_path):
     storage = str(tmp_path / "s.log")
-    search.run(SPACE, objectives(), [], 20, 10, 0, storage, study_name="shared")
+    search.run(SPACE, objectives(), SearchSettings(20, 10, 0, study_name="shared", storage=storage))
     other = SPACES["ofa_mbv3_cifar"]
     with pytest.raises(ValueError, match="made for another search space"):
-        search.run(other, objectives(other), [], 20, 10, 0, storage, study_name="shared")
+        search.run(other, objectives(other), SearchSettings(20, 10, 0, study_name="shared", storage=storage))
 
 
 WORKER = textwrap.dedent(
@@ -193,7 +205,8 @@ WORKER = textwrap.dedent(
 
     objectives = [Metric("params", recorded, "maximize"), mbv3_macs(space)]
     budgets = [Budget.of("30M", macs=30e6)]
-    res = search.run(space, objectives, [], 240, 20, seed, journal, budgets=budgets, study_name="two-workers")
+    settings = search.SearchSettings(240, 20, seed, study_name="two-workers", storage=journal)
+    res = search.run(space, objectives, settings, budgets=budgets)
     with open(log, "w") as f:
         json.dump(seen, f)
     print(res.n_evaluations)
@@ -237,10 +250,11 @@ def test_two_worker_processes_share_one_journal_study(tmp_path):
         assert t.values == [count_params(SPACE, arch), count_macs(SPACE, arch)]
 
 
-def test_proposals_are_added_as_completed_trials_that_nsga2_reads(tmp_path):
-    """Seeds and refinement moves skip ask/tell: Optuna must still see them as told trials."""
+def test_proposals_are_added_as_trials_that_nsga2_reads(tmp_path):
+    """Seeds and refinement moves skip ask: Optuna must still see them as told trials of its generations."""
     journal = tmp_path / "s.log"
-    search.run(SPACE, objectives(), [Constraint("macs", 35e6)], 120, 20, 0, str(journal), budgets=BUDGETS[:1])
+    settings = SearchSettings(120, 20, 0, storage=str(journal))
+    search.run(SPACE, objectives(), settings, constraints=[Constraint("macs", 35e6)], budgets=BUDGETS[:1])
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     study = optuna.load_study(study_name=None, storage=storage)
     trials = study.get_trials(deepcopy=False)
@@ -248,18 +262,27 @@ def test_proposals_are_added_as_completed_trials_that_nsga2_reads(tmp_path):
     assert origins["seed"] == 2 and origins["refine"] > 0 and origins["child"] > 0
     assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
     genes = search.MBV3Genes(SPACE)
-    generation = optuna.samplers.NSGAIISampler._get_generation_key()
     for t in trials:
         arch = genes.parse(t.user_attrs["key"])
         macs = count_macs(SPACE, arch)
         assert t.values == [count_params(SPACE, arch), macs]
         assert t.constraints == {"macs": pytest.approx((macs - 35e6) / 35e6)}
-        assert generation in t.system_attrs
         assert set(t.params) == {g.name for g in genes.genes}
-    # NSGA-II picked parents among the added trials too
-    cached = storage.get_study_system_attrs(study._study_id)
-    parents = {i for k, ids in cached.items() if k.startswith("NSGAIISampler:parent:") for i in ids}
-    assert parents & {t._trial_id for t in trials if t.user_attrs.get("origin") == "refine"}
+    # Every trial, added or asked, is in one of NSGA-II's generations (read back through a
+    # fresh sampler's public methods), and NSGA-II picked parents among the added trials too.
+    nsga2 = optuna.samplers.NSGAIISampler(population_size=20)
+    child_generations = set()
+    members = []
+    for g in range(len(trials)):
+        population = nsga2.get_population(study, g)
+        if not population:
+            break
+        members += [t.number for t in population]
+        if any("origin" not in t.user_attrs for t in population):
+            child_generations.add(g)
+    assert sorted(members) == [t.number for t in trials]
+    parents = {t.number for g in child_generations for t in nsga2.get_parent_population(study, g)}
+    assert parents & {t.number for t in trials if t.user_attrs.get("origin") == "refine"}
 
 
 def test_the_known_search_space_samples_as_optunas_inferred_one(monkeypatch):
@@ -268,15 +291,40 @@ def test_the_known_search_space_samples_as_optunas_inferred_one(monkeypatch):
     runs = []
     for patch in (False, True):
         if patch:
-            monkeypatch.setattr(search.engine, "_make_sampler", stock)
-        res = search.run(SPACE, objectives(), [], 150, 30, 4, budgets=BUDGETS[:1])
+            monkeypatch.setattr(search.study, "make_sampler", stock)
+        res = search.run(SPACE, objectives(), SearchSettings(150, 30, 4), budgets=BUDGETS[:1])
         runs.append([(e.key, e.trial) for e in res.evaluations])
     assert runs[0] == runs[1]
 
 
+def test_a_failing_metric_leaves_no_running_trial_and_the_study_resumes(tmp_path):
+    params = mbv3_params(SPACE, direction="maximize")
+    calls = []
+
+    def crashing(archs):  # the fourth batch: the children of the second generation
+        calls.append(len(archs))
+        if len(calls) == 4:
+            raise RuntimeError("predictor crashed")
+        return params.fn(archs)
+
+    storage = str(tmp_path / "s.log")
+    with pytest.raises(RuntimeError, match="predictor crashed"):
+        search.run(
+            SPACE,
+            [Metric("params", crashing, "maximize"), mbv3_macs(SPACE)],
+            SearchSettings(100, 20, 0, storage=storage),
+        )
+    study = optuna.load_study(
+        study_name=None, storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    )
+    states = Counter(t.state for t in study.get_trials(deepcopy=False))
+    assert states[optuna.trial.TrialState.FAIL] > 0 and optuna.trial.TrialState.RUNNING not in states
+    assert search.run(SPACE, objectives(), SearchSettings(100, 20, 0, storage=storage)).n_evaluations == 100
+
+
 def test_three_objectives_use_nsga3():
     depth = Metric("depth", lambda archs: [sum(a.d) for a in archs], "minimize")
-    result = search.run(SPACE, [*objectives(), depth], [], 60, 20, 0, sampler="nsga2")
+    result = search.run(SPACE, [*objectives(), depth], SearchSettings(60, 20, 0, sampler="nsga2"))
     assert result.n_evaluations == 60 and result.front
 
 
@@ -286,32 +334,25 @@ def test_three_objectives_use_nsga3():
         ({"sampler": "tpe"}, "sampler = 'tpe' is not allowed; allowed: refined, nsga2, random"),
         ({"n_trials": 0}, "n_trials = 0 is not allowed"),
         ({"population_size": 1}, "population_size = 1 is not allowed"),
+        ({"refine_share": 1.5}, "refine_share = 1.5 is not allowed"),
         ({"constraints": [Constraint("latency", 5.0)]}, "constraint on 'latency': no such metric"),
         ({"budgets": [Budget.of("b", power=5.0)]}, "constraint on 'power': no such metric"),
         ({"storage": "study.txt"}, "storage = 'study.txt' is not allowed"),
     ],
 )
 def test_bad_arguments_are_refused_in_one_line(kwargs, message):
-    args = {"constraints": [], "n_trials": 10, "population_size": 10, **kwargs}
+    problem = {k: kwargs.pop(k) for k in ("constraints", "budgets") if k in kwargs}
     with pytest.raises(ValueError) as info:
-        search.run(
-            SPACE,
-            objectives(),
-            args.pop("constraints"),
-            args.pop("n_trials"),
-            args.pop("population_size"),
-            0,
-            **args,
-        )
+        search.run(SPACE, objectives(), SearchSettings(**{"n_trials": 10, "population_size": 10, **kwargs}), **problem)
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_metrics_must_return_one_finite_value_per_config():
     nan = Metric("accuracy", lambda archs: [float("nan")] * len(archs))
     with pytest.raises(ValueError, match="metric 'accuracy' returned nan"):
-        search.run(SPACE, [nan, mbv3_macs(SPACE)], [], 10, 10, 0)
+        search.run(SPACE, [nan, mbv3_macs(SPACE)], SearchSettings(10, 10, 0))
     short = Metric("accuracy", lambda archs: [1.0])
     with pytest.raises(ValueError, match="returned 1 values for"):
-        search.run(SPACE, [short, mbv3_macs(SPACE)], [], 10, 10, 0)
+        search.run(SPACE, [short, mbv3_macs(SPACE)], SearchSettings(10, 10, 0))
     with pytest.raises(ValueError, match="direction None is not allowed"):
         Metric("score", lambda archs: archs)

@@ -12,17 +12,19 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ofa.io import atomic_write_csv, atomic_write_json
-from search.engine import SearchResult, run
+from search.engine import run
 from search.genes import NB201Genes
 from search.objectives import Budget, Metric
 from search.pareto import hypervolume_2d, non_dominated
+from search.problem import SearchSettings
+from search.result import SearchResult
 
 ACCURACY, LATENCY = "accuracy", "latency"
 
@@ -149,68 +151,57 @@ def table_search(
     table: ArchTable,
     accuracy: str,
     latency: str,
-    n_trials: int,
-    seed: int,
-    sampler: str = "refined",
-    population_size: int = 50,
+    settings: SearchSettings,
     budgets: Sequence[Budget] = (),
-    storage: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SearchResult:
     """Run the search on the table's space with `accuracy` (up) and `latency` (down) looked up.
 
     The baselines get no seeds and no budget focus: `nsga2` is Optuna's NSGA-II as it comes,
-    `random` uniform sampling; every sampler gets `n_trials` distinct evaluations."""
+    `random` uniform sampling; every sampler gets `n_trials` distinct evaluations. Without a
+    `study_name` in `settings`, the study is named after the columns, sampler and seed."""
     objectives = [
         Metric(ACCURACY, table.lookup(accuracy), "maximize", "%"),
         Metric(LATENCY, table.lookup(latency), "minimize", "ms"),
     ]
-    return run(
-        table.space,
-        objectives,
-        [],
-        n_trials,
-        population_size,
-        seed,
-        storage,
-        budgets=budgets if sampler == "refined" else (),
-        sampler=sampler,
-        study_name=f"bench-{accuracy}-{latency}-{sampler}-s{seed}",
-        progress=progress,
-    )
+    if settings.study_name is None:
+        name = f"bench-{accuracy}-{latency}-{settings.sampler}-s{settings.seed}"
+        settings = replace(settings, study_name=name)
+    budgets = budgets if settings.sampler == "refined" else ()
+    return run(table.space, objectives, settings, budgets=budgets, progress=progress)
+
+
+@dataclass(frozen=True)
+class TableBenchmark:
+    """One benchmark run: search the table at `table` (columns `accuracy`, `latency`) with
+    `settings`, scored on latency budgets at `budget_percentiles` of the latency column."""
+
+    table: str | Path
+    accuracy: str
+    latency: str
+    settings: SearchSettings
+    budget_percentiles: tuple[float, ...] = (10, 25, 50)
 
 
 def run_table_benchmark(
-    table_path: str | Path,
-    accuracy: str,
-    latency: str,
-    n_trials: int,
-    seed: int,
-    out: str | Path | None = None,
-    sampler: str = "refined",
-    population_size: int = 50,
-    budget_percentiles: Sequence[float] = (10, 25, 50),
-    storage: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    bench: TableBenchmark, out: str | Path | None = None, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
     """Search the table, score it, and (with `out`) write `front.csv`, `evaluated.csv`,
     `summary.json` and `front.png`. Returns the summary."""
-    table = load_table(table_path, [accuracy, latency])
-    budgets = percentile_budgets(table.values[latency], budget_percentiles)
+    table = load_table(bench.table, [bench.accuracy, bench.latency])
+    budgets = percentile_budgets(table.values[bench.latency], bench.budget_percentiles)
     start = time.perf_counter()
-    result = table_search(
-        table, accuracy, latency, n_trials, seed, sampler, population_size, budgets, storage, progress
-    )
+    result = table_search(table, bench.accuracy, bench.latency, bench.settings, budgets, progress)
     wall = time.perf_counter() - start
-    sc = score(table, accuracy, latency, result, budgets)
+    sc = score(table, bench.accuracy, bench.latency, result, budgets)
     summary = {
         "table": str(table.path),
-        "accuracy": accuracy,
-        "latency": latency,
-        "sampler": sampler,
-        "seed": seed,
-        "n_trials": n_trials,
-        "population_size": population_size,
+        "accuracy": bench.accuracy,
+        "latency": bench.latency,
+        "sampler": bench.settings.sampler,
+        "seed": bench.settings.seed,
+        "n_trials": bench.settings.n_trials,
+        "population_size": bench.settings.population_size,
         "n_evaluations": result.n_evaluations,
         "n_optuna_trials": result.n_trials,
         "stopped": result.stopped,
@@ -222,12 +213,12 @@ def run_table_benchmark(
         "front_size": len(result.front),
         "mean_regret": sc.mean_regret,
         "exact_found_share": sc.hit_share,
-        "budgets": [asdict(b) | {"percentile": float(q)} for b, q in zip(sc.budgets, budget_percentiles)],
+        "budgets": [asdict(b) | {"percentile": float(q)} for b, q in zip(sc.budgets, bench.budget_percentiles)],
         "wall_s": wall,
         "evaluations_per_s": result.n_evaluations / wall if wall > 0 else None,
     }
     if out is not None:
-        write_outputs(Path(out), table, accuracy, latency, result, summary)
+        write_outputs(Path(out), table, bench.accuracy, bench.latency, result, summary)
     return summary
 
 
