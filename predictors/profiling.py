@@ -81,18 +81,12 @@ def profile_subnets(
     `hw_profiles/<name>/measurements.csv`); archs already in the file are skipped.
     `on_progress(done, total)` (sub-networks of this run) is called before the first group and
     after each group is on disk."""
-    space = supernet.space
     output = Path(output) if output is not None else profile.measurements_csv
     with torch_threads(profile.threads):  # extraction, export and measurement alike
-        existing = read_measurements(output, MEASUREMENT_COLUMNS, space, profile)
-        present = {row_key(r) for r in existing}
-        unique = list(dict.fromkeys(space.validate(a) for a in archs))
-        todo = [a for a in unique if a.key() not in present]
-        order = np.random.default_rng(seed).permutation(len(todo))  # drift must not follow size
-        items = [_subnet_item(supernet, todo[i], profile.batch_size) for i in order]
-        table = _Table(output, MEASUREMENT_COLUMNS, existing)
-        rows = _measure(profile, supernet, items, table, workdir, on_progress, backend_kwargs, with_sampler=True)
-    return ProfileReport(output, rows, len(unique) - len(todo), len(existing) + len(rows))
+        unique = dict.fromkeys(supernet.space.validate(a) for a in archs)
+        candidates = {a.key(): _subnet_item(supernet, a, profile.batch_size) for a in unique}
+        run = _Run(workdir, seed, on_progress, backend_kwargs, with_sampler=True)
+        return _profile(profile, supernet, _Table(output, MEASUREMENT_COLUMNS, ()), candidates, run)
 
 
 def profile_lut(
@@ -107,23 +101,15 @@ def profile_lut(
 ) -> ProfileReport:
     """Measure every distinct layer shape of the space once (OFA's latency lookup table) into
     `output` (default `hw_profiles/<name>/lut.csv`, column `shape` = `LayerCost.shape`)."""
-    space = supernet.space
-    fingerprint = space.fingerprint()
     output = Path(output) if output is not None else profile.lut_csv
-    b = profile.batch_size
+    fingerprint, b = supernet.space.fingerprint(), profile.batch_size
     with torch_threads(profile.threads):
-        existing = read_measurements(output, LUT_COLUMNS, space, profile)
-        present = {row_key(r) for r in existing}
-        layers = lut_layers(supernet, b)
-        todo = [s for s in layers if s not in present]
-        items = []
-        for i in np.random.default_rng(seed).permutation(len(todo)):
-            cost, module, input_shape = layers[todo[i]]
-            fields = {"shape": todo[i], "macs": cost.macs, "params": cost.params}
-            items.append(Item(f"{fingerprint}|layer|{todo[i]}|b{b}", lambda m=module: m, input_shape, fields))
-        table = _Table(output, LUT_COLUMNS, existing)
-        rows = _measure(profile, supernet, items, table, workdir, on_progress, backend_kwargs, with_sampler=False)
-    return ProfileReport(output, rows, len(layers) - len(todo), len(existing) + len(rows))
+        candidates = {}
+        for shape, (cost, module, input_shape) in lut_layers(supernet, b).items():
+            fields = {"shape": shape, "macs": cost.macs, "params": cost.params}
+            candidates[shape] = Item(f"{fingerprint}|layer|{shape}|b{b}", lambda m=module: m, input_shape, fields)
+        run = _Run(workdir, seed, on_progress, backend_kwargs, with_sampler=False)
+        return _profile(profile, supernet, _Table(output, LUT_COLUMNS, ()), candidates, run)
 
 
 @dataclass(frozen=True)
@@ -135,26 +121,44 @@ class _Table:
     existing: Sequence[Mapping[str, str]]
 
 
+@dataclass(frozen=True)
+class _Run:
+    """How one profiling run measures: where backends cache, the order's seed, the callback."""
+
+    workdir: str | os.PathLike | None
+    seed: int
+    on_progress: Progress | None
+    backend_kwargs: Mapping[str, Any] | None
+    with_sampler: bool
+
+
+def _profile(
+    profile: DeviceProfile, supernet: OFAMobileNetV3, table: _Table, candidates: Mapping[str, Item], run: _Run
+) -> ProfileReport:
+    """Measure the candidates (keyed like `ofa.archtable.row_key`) the table does not hold yet,
+    in a seeded random order (the machine's drift must not follow size), appending to it."""
+    existing = read_measurements(table.output, table.columns, supernet.space, profile)
+    present = {row_key(r) for r in existing}
+    todo = [k for k in candidates if k not in present]
+    items = [candidates[todo[i]] for i in np.random.default_rng(run.seed).permutation(len(todo))]
+    table = _Table(table.output, table.columns, existing)
+    rows = _measure(profile, supernet, items, table, run)
+    return ProfileReport(table.output, rows, len(candidates) - len(todo), len(existing) + len(rows))
+
+
 def _measure(
-    profile: DeviceProfile,
-    supernet: OFAMobileNetV3,
-    items: Sequence[Item],
-    table: _Table,
-    workdir: str | os.PathLike | None,
-    on_progress: Progress | None,
-    backend_kwargs: Mapping[str, Any] | None,
-    with_sampler: bool,
+    profile: DeviceProfile, supernet: OFAMobileNetV3, items: Sequence[Item], table: _Table, run: _Run
 ) -> list[dict[str, Any]]:
     if not items:
         return []
-    workdir = Path(workdir) if workdir is not None else profile.cache_dir
+    workdir = Path(run.workdir) if run.workdir is not None else profile.cache_dir
     space = supernet.space
-    with profile.make_backend(workdir, **dict(backend_kwargs or {})) as backend:
-        sampler = profile.make_sampler() if with_sampler else None
+    with profile.make_backend(workdir, **dict(run.backend_kwargs or {})) as backend:
+        sampler = profile.make_sampler() if run.with_sampler else None
         try:
             reference = _reference_item(space, supernet, profile.batch_size)
-            run = GroupRun(profile, backend, sampler, reference, table.output, table.columns, space.fingerprint())
-            return run.run(items, table.existing, on_progress)
+            groups = GroupRun(profile, backend, sampler, reference, table.output, table.columns, space.fingerprint())
+            return groups.run(items, table.existing, run.on_progress)
         finally:
             if sampler is not None:
                 sampler.close()
