@@ -23,7 +23,7 @@ import numpy as np
 from rich.progress import Progress
 from rich.table import Table
 
-from app.shell import make_console, quiet_libraries
+from app.shell import make_console, quiet_optuna
 from search.benchmarks.table import load_table, percentile_budgets, score, table_search
 from search.problem import SearchSettings
 
@@ -56,7 +56,7 @@ def one_run(table, args: argparse.Namespace, column: str, settings: SearchSettin
 def all_runs(table, args: argparse.Namespace, console) -> list[dict]:
     runs = []
     total = len(args.columns) * len(args.trials) * args.seeds * len(args.samplers)
-    with quiet_libraries(), Progress(console=console, transient=True) as progress:
+    with quiet_optuna(), Progress(console=console, transient=True) as progress:
         task = progress.add_task("searching", total=total)
         for column in args.columns:
             budgets = percentile_budgets(table.values[column], args.percentiles)

@@ -25,7 +25,7 @@ import optuna
 from rich.table import Table
 
 import search
-from app.shell import make_console, quiet_libraries
+from app.shell import make_console, quiet_optuna
 from ofa.checkpoint import read_supernet_metadata
 from predictors.predictor import load_predictor
 from search.genes import MBV3Genes
@@ -115,7 +115,7 @@ def main() -> None:
     settle = {"ours": [], "stock": []}
     for seed in range(args.seeds):  # interleaved: ours then stock for each seed
         for name in ("ours", "stock"):
-            with quiet_libraries():
+            with quiet_optuna():
                 if name == "ours":
                     rate, log = ours(space, rec, budgets, args.evals, seed)
                 else:
