@@ -28,6 +28,7 @@ from app.search_report import BudgetRow, console_table
 from app.shell import compose, hydra_command, make_console, torch_threads
 from app.stages import Stage, StageRunner
 from app.train import train
+from ofa.archtable import read_csv
 from ofa.checkpoint import load_supernet
 from ofa.data.datamodule import ImageDataModule
 from ofa.networks import OFAMobileNetV3
@@ -128,12 +129,9 @@ def fit_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
 def budgets_from_profiled(table: Path, quantiles: list[float]) -> list[float]:
     """Latency budgets at quantiles of the latencies profiled in this run: on any machine they
     fall inside the range this CPU can meet (a profile's fixed budgets are one machine's)."""
-    import csv
-
     import numpy as np
 
-    with open(table, newline="") as f:
-        latencies = np.array([float(r["latency_ms"]) for r in csv.DictReader(f)])
+    latencies = np.array([float(r["latency_ms"]) for r in read_csv(table, "measurement table").rows])
     return [round(float(np.quantile(latencies, q)), 3) for q in quantiles]
 
 

@@ -23,6 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from torch import nn
 
 from app.progress import progress_bar
 from app.search_measure import Measured, measure_choices
@@ -33,6 +34,7 @@ from ofa.data.datamodule import ImageDataModule
 from ofa.export import export_onnx, save_subnet
 from ofa.io import atomic_write_csv
 from ofa.networks import OFAMobileNetV3
+from ofa.space import ArchConfig, MBV3Space
 from predictors.measure.profile import DeviceProfile, load_profile
 from predictors.predictor import load_predictor
 
@@ -95,7 +97,7 @@ class SearchInputs:
     budgets: list[Any]  # search.Budget, one per budget value
 
     @property
-    def space(self):
+    def space(self) -> MBV3Space:
         return self.supernet.space
 
 
@@ -132,9 +134,9 @@ def run_engine(cfg: DictConfig, inputs: SearchInputs, console: Console) -> Any:
                           progress=on_progress)  # fmt: skip
 
 
-def export_choice(cfg: DictConfig, inputs: SearchInputs, row: BudgetRow, measured: Measured, folder: Path) -> None:
+def export_choice(cfg: DictConfig, inputs: SearchInputs, row: BudgetRow, arch: ArchConfig, net: nn.Module) -> None:
     """subnets/<budget>/: arch.json + weights.safetensors + model.onnx of one chosen sub-network."""
-    arch, net = measured.arch_of[row.arch], measured.nets[row.arch]
+    folder = Path(row.export)
     save_subnet(folder, inputs.space, arch, net, budget=row.budget, limits=row.limits,
                 predicted=row.predicted, measured=row.measured, device=inputs.profile.name)  # fmt: skip
     shape = (inputs.profile.batch_size, inputs.space.in_channels, arch.r, arch.r)
@@ -158,7 +160,7 @@ def budget_rows(cfg: DictConfig, inputs: SearchInputs, choices: list[Any], measu
             export=str(folder) if cfg.export else None,
         )  # fmt: skip
         if cfg.export:
-            export_choice(cfg, inputs, row, measured, folder)
+            export_choice(cfg, inputs, row, arch, measured.nets[key])
         rows.append(row)
     return rows
 

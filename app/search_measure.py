@@ -25,7 +25,6 @@ from predictors.measure.profile import DeviceProfile
 class Measured:
     """The chosen sub-networks (by arch key): their extracted nets and measured figures."""
 
-    arch_of: dict[str, ArchConfig] = field(default_factory=dict)
     nets: dict[str, nn.Module] = field(default_factory=dict)
     acc: dict[str, float] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
@@ -46,7 +45,6 @@ def measure_accuracy(supernet: OFAMobileNetV3, dm: ImageDataModule, archs: list[
     batches = [(dm.normalize(x), y) for x, y in dm.val_dataloader()]
     for arch in archs:
         key = arch.key()
-        measured.arch_of[key] = arch
         measured.nets[key], measured.acc[key] = subnet_accuracy(supernet, arch, images, batches)
     return measured
 

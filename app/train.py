@@ -76,7 +76,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
         last = last_checkpoint(run_dir) if cfg.resume else None
         if last is not None and trainer.is_global_zero:
             print(f"resuming from {last}")  # plain: a path must not be wrapped
-        return train_supernet(module, dm, trainer, run_dir, resume=bool(cfg.resume))
+        return train_supernet(module, dm, trainer, run_dir, resume_from=last)
 
 
 def results_table(result: TrainResult, supernet_space_name: str) -> Table:

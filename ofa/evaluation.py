@@ -8,10 +8,14 @@ training images. Doing this on the extracted copy leaves the supernet's statisti
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from ofa.arch import ArchConfig
 
 
 def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -56,7 +60,7 @@ def count_correct(
 
 def subnet_accuracy(
     supernet: nn.Module,
-    arch: object,
+    arch: ArchConfig,
     calibration_images: torch.Tensor,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
 ) -> tuple[nn.Module, float]:

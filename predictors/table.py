@@ -69,9 +69,7 @@ def read_table(path: str | os.PathLike, target: str, space: MBV3Space | str | No
     table = read_csv(path, "table")
     hint = f"a table needs {', '.join(ARCH_FIELDS)} and a target column"
     if not table.columns:
-        raise ValueError(
-            f"{table.path} is empty; a table needs a header with {', '.join(ARCH_FIELDS)} and a target column"
-        )
+        raise ValueError(f"{table.path} is empty; {hint}")
     require_columns(table, ARCH_FIELDS, hint)
     if target in ARCH_FIELDS or target not in table.columns:
         numeric = _numeric_columns(table)

@@ -8,10 +8,8 @@ with its space, for every later command) and `metrics.json`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 
@@ -31,8 +29,6 @@ class TrainResult:
     metrics: dict[str, float]
     global_step: int
     rank_digests: list[str]
-    resumed_from: Path | None = None
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def check_data_fits_supernet(dm: ImageDataModule, supernet: OFAMobileNetV3) -> None:
@@ -63,13 +59,12 @@ def train_supernet(
     dm: ImageDataModule,
     trainer: L.Trainer,
     run_dir: str | Path,
-    resume: bool = True,
-    info: Mapping[str, Any] | None = None,
+    resume_from: Path | None = None,
 ) -> TrainResult:
-    """Fit `module` on `dm` with `trainer` (resuming from the run folder's last checkpoint when
-    `resume`), then save the supernet and `metrics.json` (with `info`) on rank zero."""
+    """Fit `module` on `dm` with `trainer` (continuing from the Lightning checkpoint `resume_from`
+    when given, e.g. `last_checkpoint(run_dir)`), then save the supernet and `metrics.json` on
+    rank zero."""
     run_dir = Path(run_dir)
-    resume_from = last_checkpoint(run_dir) if resume else None
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     sync = next((c for c in trainer.callbacks if isinstance(c, RankSyncCheck)), None)
@@ -83,9 +78,8 @@ def train_supernet(
         "seed": module.seed,
         "data": dm.name,
         "metrics": metrics,
-        **dict(info or {}),
     }
     if trainer.is_global_zero:
         save_supernet(run_dir / "supernet.safetensors", module.supernet, summary)
         atomic_write_json(run_dir / "metrics.json", {**summary, "rank_param_digests": digests})
-    return TrainResult(run_dir, metrics, trainer.global_step, digests, resume_from, summary)
+    return TrainResult(run_dir, metrics, trainer.global_step, digests)
