@@ -43,6 +43,7 @@ def build_module(cfg: DictConfig, supernet: OFAMobileNetV3) -> SupernetModule:
         bn_calibration_images=cfg.validation.bn_calibration_images,
         panel_random=cfg.validation.panel_random,
         teacher=teacher,
+        channels_last=cfg.get("channels_last", True),
     )
 
 
@@ -61,10 +62,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
     """The `ofa-train` job on a composed `conf/train.yaml` (the pipeline and tests call this)."""
     run_dir = Path(run_dir)
     with torch_threads(cfg.get("threads")), seeded(cfg.seed):
-        dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=cfg.seed)
         supernet: OFAMobileNetV3 = hydra.utils.instantiate(cfg.supernet)
+        module = build_module(cfg, supernet)  # refuses a bad schedule before any data is read
+        dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=cfg.seed)
         check_data_fits_supernet(dm, supernet)
-        module = build_module(cfg, supernet)
         logger = make_logger(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True))
         trainer: L.Trainer = hydra.utils.instantiate(
             cfg.trainer,

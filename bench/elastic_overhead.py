@@ -5,7 +5,7 @@ static network side by side in interleaved rounds, for the eval forward and for 
 training step (forward + loss + backward). Prints per-round ratios supernet / static:
 median and p10-p90 over all rounds of all archs.
 
-    .venv/bin/python bench/elastic_overhead.py [--archs 4] [--rounds 5] [--batch 16]
+    .venv/bin/python bench/elastic_overhead.py [--archs 4] [--rounds 5] [--batch 16] [--memory-format contiguous]
 """
 
 from __future__ import annotations
@@ -47,15 +47,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--resolutions", type=int, nargs="+", default=[128, 224])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last")
     args = parser.parse_args()
+    fmt = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
 
     console = make_console()
     torch.manual_seed(args.seed)
-    supernet = OFAMobileNetV3()
+    supernet = OFAMobileNetV3().to(memory_format=fmt)
     generator = torch.Generator().manual_seed(args.seed)
     console.print(
         f"OFA-MobileNetV3 w1.0, batch {args.batch}, {args.archs} random archs per resolution, "
-        f"{args.rounds} rounds x {args.calls} calls, torch {torch.__version__}, "
+        f"{args.rounds} rounds x {args.calls} calls, {args.memory_format}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
     )
     table = Table(title="supernet (active sub-network) / extracted static network, per-round ratios")
@@ -68,8 +70,8 @@ def main() -> None:
         for i in range(args.archs):
             arch = supernet.space.sample(generator, r=r)
             supernet.set_active_subnet(arch)
-            static = supernet.extract_subnet(arch)
-            x = torch.randn(args.batch, 3, r, r)
+            static = supernet.extract_subnet(arch).to(memory_format=fmt)
+            x = torch.randn(args.batch, 3, r, r).contiguous(memory_format=fmt)
             y = torch.randint(0, 1000, (args.batch,))
             for mode in ratios:
                 for net in (supernet, static):

@@ -5,30 +5,58 @@ chosen sub-networks after BN recalibration, trains each architecture alone from 
 the same number of epochs as the supernet's schedule (several seeds), and prints both
 accuracies side by side with the spread over seeds.
 
+Besides the corners (`smallest`, `largest`), `mid0`-`mid2` are three fixed random mid-size
+sub-networks: of 500 archs drawn at the middle resolution with a fixed seed, the three whose
+MACs lie closest to the geometric mean of the smallest's and the largest's. They are the same
+for every supernet of the space, and they are what a budget in the middle of the space gets.
+
     .venv/bin/python bench/supernet_vs_standalone.py runs/train/mnist5k-progressive_shrinking \
-        [--archs smallest] [--seeds 3] [--lr 0.1]
+        [--archs mid0 mid1 mid2] [--seeds 3] [--lr 0.1]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
 
+import torch
 from rich.table import Table
 
 from app.shell import make_console
 from ofa.checkpoint import load_supernet, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
 from ofa.evaluation import count_correct, recalibrate_bn
+from ofa.networks import OFAMobileNetV3
+from ofa.space import ArchConfig
 from ofa.training.standalone import train_standalone
+
+ARCHS = ["smallest", "largest", "mid0", "mid1", "mid2"]
+
+
+def mid_size_archs(supernet: OFAMobileNetV3, n: int = 3, draws: int = 500, seed: int = 0) -> list[ArchConfig]:
+    """`n` fixed random archs at the middle resolution whose MACs are closest (in log) to the
+    geometric mean of the smallest's and the largest's."""
+    space = supernet.space
+    r = sorted(space.resolutions)[len(space.resolutions) // 2]
+    target = (supernet.count_macs(space.smallest(r)) * supernet.count_macs(space.largest(r))) ** 0.5
+    g = torch.Generator().manual_seed(seed)
+    pool = {space.sample(g, r=r) for _ in range(draws)}
+    return sorted(pool, key=lambda a: (abs(math.log(supernet.count_macs(a) / target)), a.key()))[:n]
+
+
+def arch_named(supernet: OFAMobileNetV3, name: str) -> ArchConfig:
+    if name.startswith("mid"):
+        return mid_size_archs(supernet)[int(name[3:])]
+    return getattr(supernet.space, name)()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="ofa-train run folder or supernet.safetensors")
-    parser.add_argument("--archs", nargs="+", default=["smallest"], choices=["smallest", "largest"])
+    parser.add_argument("--archs", nargs="+", default=ARCHS[2:], choices=ARCHS)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.1, help="peak LR of the standalone runs")
     parser.add_argument("--epochs", type=int, default=None, help="default: the supernet schedule's epochs")
@@ -47,7 +75,7 @@ def main() -> None:
     for col in ("sub-network", "r", "MACs (M)", "supernet", "alone: median", "alone: min-max", "supernet - alone"):
         table.add_column(col, justify="right")
     for name in args.archs:
-        arch = getattr(supernet.space, name)()
+        arch = arch_named(supernet, name)
         net = recalibrate_bn(supernet.extract_subnet(arch), images, arch.r)
         correct, total = count_correct(net, val, arch.r)
         from_supernet = correct / total

@@ -66,6 +66,7 @@ def subnet_accuracy(
 ) -> tuple[nn.Module, float]:
     """A sub-network of `supernet` (an `OFAMobileNetV3`) extracted, its BN recalibrated on
     `calibration_images`, and its accuracy over the normalised validation `batches`."""
-    net = recalibrate_bn(supernet.extract_subnet(arch), calibration_images, arch.r)
+    net = supernet.extract_subnet(arch).to(memory_format=torch.channels_last)  # the fast layout (see resize)
+    net = recalibrate_bn(net, calibration_images, arch.r)
     correct, total = count_correct(net, batches, arch.r)
     return net, correct / total

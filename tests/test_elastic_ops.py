@@ -74,3 +74,44 @@ def test_block_validates_its_choices():
     block.set_active(5, 4)
     assert block.active_middle_channels == 64 and block.expand_conv.active_out_channels == 64
     assert block(torch.randn(2, 16, 8, 8)).shape == (2, 24, 4, 4)
+
+
+@pytest.mark.parametrize(("size", "kernel", "stride"), [(7, 5, 1), (8, 7, 2), (9, 5, 2), (4, 7, 1), (6, 3, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_conv_has_the_values_and_gradients_of_conv2d(size, kernel, stride, channels_last):
+    """The CPU path computes the weight gradient as a grouped convolution of its own: checked
+    against autograd's numerical gradient and against F.conv2d's analytic one."""
+    from ofa.elastic.depthwise import depthwise_conv2d
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    g = torch.Generator().manual_seed(size * 10 + kernel)
+    x = torch.randn(2, 3, size, size, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+    w = torch.randn(3, 1, kernel, kernel, generator=g, dtype=torch.float64)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: depthwise_conv2d(a, b, stride), (x, w))
+    ours = depthwise_conv2d(x, w, stride)
+    reference = F.conv2d(x, w, None, stride, kernel // 2, 1, 3)
+    torch.testing.assert_close(ours, reference)
+    upstream = torch.randn(ours.shape, generator=g, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad(ours, (x, w), upstream), torch.autograd.grad(reference, (x, w), upstream)):
+        torch.testing.assert_close(a, b)
+
+
+def test_supernet_trains_the_same_in_both_memory_formats():
+    """One SGD step in channels-last (the training default) and in NCHW gives the same weights."""
+    from ofa.networks import OFAMobileNetV3
+
+    torch.manual_seed(0)
+    nets = [OFAMobileNetV3.from_preset("mnist", dropout=0.0).train() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    nets[1].to(memory_format=torch.channels_last)
+    arch = nets[0].space.sample(torch.Generator().manual_seed(1), r=24)
+    x, y = torch.randn(8, 1, 24, 24), torch.randint(0, 10, (8,))
+    for net, fmt in zip(nets, (torch.contiguous_format, torch.channels_last)):
+        net.set_active_subnet(arch)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        F.cross_entropy(net(x.contiguous(memory_format=fmt)), y).backward()
+        opt.step()
+    for (name, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)

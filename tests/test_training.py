@@ -118,31 +118,56 @@ def test_learning_rate_warms_up_then_follows_a_cosine():
 def test_bad_schedules_raise_clear_errors():
     with pytest.raises(ValueError, match="phase 0 \\(full\\): unknown key\\(s\\) lr_max"):
         Schedule.from_config({"phases": {"full": {"epochs": 1, "lr": 0.1, "lr_max": 1}}})
-    with pytest.raises(ValueError, match="sandwich needs subnets_per_step >= 2"):
-        Phase("x", epochs=1, lr=0.1, sandwich=True)
+    with pytest.raises(ValueError, match="subnets_per_step was replaced by sandwich .* \\+ random_subnets"):
+        Schedule.from_config({"phases": {"kernel": {"epochs": 1, "lr": 0.1, "subnets_per_step": 3}}})
+    with pytest.raises(ValueError, match="random_subnets = -1 must be 0 or more"):
+        Phase("x", epochs=1, lr=0.1, random_subnets=-1)
+    # Corners only in an elastic phase: the sub-networks between them would never train.
+    corners_only = Schedule("s", (Phase("kernel", epochs=1, lr=0.1, sandwich=True, expand_ratios=(6,), depths=(4,)),))
+    with pytest.raises(ValueError, match="phase 'kernel': random_subnets = 0 while kernel_sizes vary; allowed"):
+        corners_only.validate_against(SPACES["mnist"])
+    # A phase of one architecture (only the resolution varies) trains that one.
+    full = Phase("full", epochs=1, lr=0.1, kernel_sizes=(7,), expand_ratios=(6,), depths=(4,))
+    Schedule("s", (full,)).validate_against(SPACES["mnist"])
     bad = Schedule("s", (Phase("k", epochs=1, lr=0.1, kernel_sizes=(3, 9)),))
     with pytest.raises(ValueError, match=r"kernel_sizes = \[3, 9\] has \[9\], not in the space; allowed: 3, 5, 7"):
         bad.validate_against(SPACES["mnist"])
 
 
-def test_sub_networks_are_drawn_from_the_step_and_the_phase():
+def test_each_step_trains_the_corners_and_the_random_sub_networks_its_phase_names():
     from ofa.networks import OFAMobileNetV3
 
     space = SPACES["mnist"]
     phases = (
-        Phase("kernel", epochs=1, lr=0.1, expand_ratios=(6,), depths=(4,)),
-        Phase("all", epochs=1, lr=0.1, subnets_per_step=3, sandwich=True),
+        Phase("full", epochs=1, lr=0.1, kernel_sizes=(7,), expand_ratios=(6,), depths=(4,)),
+        Phase("kernel", epochs=1, lr=0.1, random_subnets=1, expand_ratios=(6,), depths=(4,)),
+        Phase("all", epochs=1, lr=0.1, sandwich=True, random_subnets=2),
     )
-    module = SupernetModule(OFAMobileNetV3(space=space), Schedule("s", phases), seed=3)
-    r, archs = module.sample_step(10)
-    assert (r, archs) == module.sample_step(10)  # every rank, and a resumed run, draw the same
-    draws = {module.sample_step(step)[1][0] for step in range(20)}
-    assert len(draws) > 10
-    for arch in draws:
+
+    def module_in_phase(index: int) -> SupernetModule:
+        schedule = Schedule("s", phases[index:])
+        return SupernetModule(OFAMobileNetV3(space=space), schedule, seed=3, channels_last=False)
+
+    r, archs = module_in_phase(0).sample_step(4)
+    assert archs == [space.largest(r)]  # one architecture: the full network, at a drawn resolution
+
+    kernel = module_in_phase(1)
+    draws = [kernel.sample_step(step) for step in range(20)]
+    assert all(len(archs) == 1 for _, archs in draws)
+    assert len({archs[0] for _, archs in draws}) > 10
+    for _, (arch,) in draws:
         assert set(arch.d) == {4} and {e for e in arch.e if e} == {6}
-    other = SupernetModule(OFAMobileNetV3(space=space), Schedule("s", phases[1:]), seed=3)
-    r, archs = other.sample_step(5)
-    assert archs[0] == space.largest(r) and archs[1] == space.smallest(r) and len(archs) == 3
+
+    everything = module_in_phase(2)
+    for step in range(10):
+        r, archs = everything.sample_step(step)
+        assert archs[:2] == [space.largest(r), space.smallest(r)] and len(archs) == 4
+        assert all(a.r == r and space.validate(a) == a for a in archs[2:])
+    random_ones = {a for step in range(10) for a in everything.sample_step(step)[1][2:]}
+    assert len(random_ones) == 20  # two new sub-networks every step
+    # Every DDP rank (its own module, same seed) and a resumed run draw the same at each step.
+    other_rank = module_in_phase(2)
+    assert [other_rank.sample_step(s) for s in range(10)] == [everything.sample_step(s) for s in range(10)]
 
 
 # --- a real smoke run -----------------------------------------------------------------------
@@ -246,6 +271,11 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     # ... and the other bad inputs through the same reporting, in process.
     for override, message in [
         ("schedule.phases.full.lr=-1", "error: ValueError: phase 'full': lr = -1 must be positive"),
+        (
+            "schedule.phases.kernel.random_subnets=0",
+            "error: ValueError: phase 'kernel': random_subnets = 0 while kernel_sizes vary; "
+            "allowed: random_subnets >= 1",
+        ),
         ("data=cifar10 data.root=/nonexistent", "error: FileNotFoundError: data root /nonexistent does not exist"),
     ]:
         cfg = compose_cfg("train", [*SMOKE, *override.split()])

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ofa.elastic.depthwise import depthwise_conv2d
 from ofa.space import se_channels
 
 
@@ -100,8 +101,7 @@ class DynamicDepthwiseConv2d(nn.Module):
 
     def forward(self, x: Tensor, kernel_size: int | None = None) -> Tensor:
         k = self.active_kernel_size if kernel_size is None else kernel_size
-        channels = x.shape[1]
-        return F.conv2d(x, self.active_filter(channels, k), None, self.stride, k // 2, 1, channels)
+        return depthwise_conv2d(x, self.active_filter(x.shape[1], k), self.stride)
 
     def extra_repr(self) -> str:
         return f"{self.max_channels}, kernel_sizes={self.kernel_sizes}, stride={self.stride}"

@@ -68,11 +68,18 @@ class SupernetModule(L.LightningModule):
         bn_calibration_images: int = 500,
         panel_random: int = 2,
         teacher: nn.Module | None = None,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         schedule.validate_against(supernet.space)
-        self.supernet = supernet
+        # Channels-last is the fast layout of convolutions on CPUs (oneDNN) and GPUs (cuDNN): on
+        # the default space it makes a training step 2-3x faster than NCHW (bench/train_step.py).
+        # The batch is converted by `resize`; the values computed are the same.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.supernet = supernet.to(memory_format=self.memory_format)
+        if teacher is not None:
+            teacher = teacher.to(memory_format=self.memory_format)
         self.schedule = schedule
         self.optim = optim or OptimConfig()
         self.seed = seed
@@ -120,9 +127,8 @@ class SupernetModule(L.LightningModule):
         g = generator(self.seed, step, SAMPLER_STREAM)
         r = space.resolutions[int(torch.randint(len(space.resolutions), (1,), generator=g))]
         archs = [space.largest(r), space.smallest(r)] if phase.sandwich else []
-        while len(archs) < phase.subnets_per_step:
-            archs.append(space.sample(g, r=r))
-        return r, archs
+        archs += [space.sample(g, r=r) for _ in range(phase.random_subnets)]
+        return r, archs or [space.largest(r)]
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -186,7 +192,7 @@ class SupernetModule(L.LightningModule):
         images = dm.calibration_images(self.bn_calibration_images).to(self.device)
         self._val_nets = {}
         for name, arch in self.panel.items():
-            net = self.supernet.extract_subnet(arch).to(self.device)
+            net = self.supernet.extract_subnet(arch).to(self.device, memory_format=self.memory_format)
             self._val_nets[name] = recalibrate_bn(net, images, arch.r)
         self._val_counts = {name: [0, 0] for name in self.panel}
 

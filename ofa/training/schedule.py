@@ -1,7 +1,10 @@
 """Training schedules as data: a list of phases, each with its own elastic dimensions and LR.
 
 A phase restricts the space's choices (e.g. the elastic-kernel phase keeps expand and depth at
-their maximum) and says how many sub-networks each step trains. The learning rate is a pure
+their maximum) and says which sub-networks each step trains: the phase's largest and smallest
+when `sandwich` is set (BigNAS's sandwich rule), plus `random_subnets` drawn at random. A phase
+whose space holds more than one architecture must draw random ones, else its middle is never
+trained (refused by `Schedule.validate_against`). The learning rate is a pure
 function of the position in the schedule (linear warm-up, then cosine to `min_lr` within each
 phase), so a resumed run needs no scheduler state beyond the step it resumes at.
 """
@@ -15,7 +18,8 @@ from typing import Any
 
 from ofa.space import MBV3Space
 
-ELASTIC_FIELDS = ("kernel_sizes", "expand_ratios", "depths", "resolutions")
+ARCH_FIELDS = ("kernel_sizes", "expand_ratios", "depths")  # what makes sub-networks differ
+ELASTIC_FIELDS = (*ARCH_FIELDS, "resolutions")
 
 
 @dataclass(frozen=True)
@@ -23,12 +27,12 @@ class Phase:
     name: str
     epochs: int
     lr: float
-    subnets_per_step: int = 1
     kernel_sizes: tuple[int, ...] | None = None  # None: every choice of the space
     expand_ratios: tuple[int, ...] | None = None
     depths: tuple[int, ...] | None = None
     resolutions: tuple[int, ...] | None = None
-    sandwich: bool = False  # each step trains the phase's largest and smallest, then random ones
+    sandwich: bool = False  # each step trains the phase's largest and smallest ...
+    random_subnets: int = 0  # ... and this many random sub-networks (none of either: the largest)
     reorganize: int | None = None  # channel re-organisation (expand stage) when the phase starts
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
@@ -40,10 +44,8 @@ class Phase:
             raise ValueError(f"phase {self.name!r}: epochs = {self.epochs} must be at least 1")
         if self.lr <= 0:
             raise ValueError(f"phase {self.name!r}: lr = {self.lr} must be positive")
-        if self.subnets_per_step < 1:
-            raise ValueError(f"phase {self.name!r}: subnets_per_step = {self.subnets_per_step} must be at least 1")
-        if self.sandwich and self.subnets_per_step < 2:
-            raise ValueError(f"phase {self.name!r}: sandwich needs subnets_per_step >= 2")
+        if self.random_subnets < 0:
+            raise ValueError(f"phase {self.name!r}: random_subnets = {self.random_subnets} must be 0 or more")
         for name in ELASTIC_FIELDS:
             value = getattr(self, name)
             if value is not None:
@@ -65,6 +67,22 @@ class Phase:
                 )
             changes[name] = value
         return space.with_(**changes) if changes else space
+
+    @property
+    def subnets_per_step(self) -> int:
+        """Sub-networks each step trains: the corners (sandwich), the random ones, or the largest."""
+        return max(2 * self.sandwich + self.random_subnets, 1)
+
+    def check_trains_middle(self, space: MBV3Space) -> None:
+        """Refuse a phase whose architectures vary but which draws no random sub-network: its
+        steps would train the corners only, and every sub-network between them stays untrained."""
+        varying = [n for n in ARCH_FIELDS if len(getattr(self.space(space), n)) > 1]
+        if varying and self.random_subnets < 1:
+            raise ValueError(
+                f"phase {self.name!r}: random_subnets = {self.random_subnets} while {', '.join(varying)} vary; "
+                "allowed: random_subnets >= 1 in an elastic phase (the shipped schedules: sandwich: true, "
+                "random_subnets: 2)"
+            )
 
 
 @dataclass(frozen=True)
@@ -91,6 +109,11 @@ class Schedule:
         for i, (name, p) in enumerate(items):
             p = dict(p or {})
             unknown = sorted(set(p) - known)
+            if "subnets_per_step" in unknown:
+                raise ValueError(
+                    f"phase {i} ({name}): subnets_per_step was replaced by sandwich (the largest and the "
+                    "smallest) + random_subnets (how many random ones), e.g. sandwich: true, random_subnets: 2"
+                )
             if unknown:
                 raise ValueError(
                     f"phase {i} ({name}): unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
@@ -136,8 +159,9 @@ class Schedule:
         return self.kd_ratio if p.kd_ratio is None else p.kd_ratio
 
     def validate_against(self, space: MBV3Space) -> None:
+        """Every phase's choices lie in `space`, and every elastic phase trains random sub-networks."""
         for p in self.phases:
-            p.space(space)
+            p.check_trains_middle(space)
 
     def describe(self) -> list[dict[str, Any]]:
         return [{f.name: getattr(p, f.name) for f in fields(Phase)} for p in self.phases]

@@ -36,6 +36,7 @@ class StandaloneModule(L.LightningModule):
         self.lr, self.epochs, self.warmup_epochs = lr, epochs, warmup_epochs
         self.optim = optim or OptimConfig()
         _init_like_supernet(self.net)
+        self.net.to(memory_format=torch.channels_last)  # the supernet's training layout (the fast one)
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch

@@ -1,0 +1,179 @@
+"""Milliseconds per supernet training step: the path training used before (NCHW, oneDNN's
+depthwise backward) against the new default (channels-last, depthwise weight gradient as a
+convolution), and channels-last alone between them, side by side in the same run.
+
+One step is what an elastic phase of the shipped schedules trains: the largest, the smallest
+and two random sub-networks (fixed for the run), each forward + loss (in-place distillation
+from the largest's detached logits) + backward. Forward and backward are timed separately.
+Paths alternate within each round (the order rotates); ratios are per round, median and
+p10-p90. After the timings, one profiled step per path lists its top kernels.
+
+    .venv/bin/python bench/train_step.py [--rounds 7] [--cases mnist w10] [--top 6]
+
+Its last line ends with the default space's speed-up (`speed-up <ratio>x`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from rich.table import Table
+
+from app.shell import make_console
+from ofa.elastic.depthwise import weight_grad_as_conv
+from ofa.evaluation import resize
+from ofa.networks import OFAMobileNetV3
+from ofa.space import ArchConfig, get_space
+from ofa.training.module import soft_cross_entropy
+from predictors.measure.timing import paired_ratios, quantiles
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    space: str
+    resolution: int
+    batch: int
+
+
+CASES = {
+    "mnist": Case("mnist (the default space)", "mnist", 28, 64),
+    "w10": Case("ofa_mbv3_w10", "ofa_mbv3_w10", 128, 16),
+}
+# name -> (weights in channels-last, depthwise weight gradient as a convolution)
+PATHS = {"before": (False, False), "channels-last": (True, False), "new default": (True, True)}
+
+
+@contextmanager
+def path(supernet: OFAMobileNetV3, name: str) -> Iterator[None]:
+    channels_last, dw_as_conv = PATHS[name]
+    supernet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    with weight_grad_as_conv(dw_as_conv):
+        yield
+
+
+def step_archs(supernet: OFAMobileNetV3, r: int, seed: int) -> list[ArchConfig]:
+    space, g = supernet.space, torch.Generator().manual_seed(seed)
+    return [space.largest(r), space.smallest(r), space.sample(g, r=r), space.sample(g, r=r)]
+
+
+def train_step(
+    supernet: OFAMobileNetV3, archs: list[ArchConfig], x: torch.Tensor, y: torch.Tensor
+) -> tuple[float, float]:
+    """One sandwich step as `SupernetModule.training_step` runs it; (forward s, backward s)."""
+    clock = time.perf_counter
+    forward = backward = 0.0
+    supernet.zero_grad(set_to_none=True)
+    target = None
+    for arch in archs:
+        t0 = clock()
+        supernet.set_active_subnet(arch)
+        logits = supernet(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=0.1)
+        if target is None:
+            target = logits.detach()  # the largest teaches the others in place
+        else:
+            loss = loss + soft_cross_entropy(logits, target, 1.0)
+        t1 = clock()
+        (loss / len(archs)).backward()
+        forward, backward = forward + t1 - t0, backward + clock() - t1
+    return forward, backward
+
+
+def time_paths(supernet, archs, x, y, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Per path: per-round forward, backward and total ms (one warm-up step per path first)."""
+    names = list(PATHS)
+    times = {n: {"forward": [], "backward": [], "step": []} for n in names}
+    for n in names:
+        with path(supernet, n):
+            train_step(supernet, archs, x, y)
+    for i in range(rounds):
+        for n in names[i % len(names) :] + names[: i % len(names)]:
+            with path(supernet, n):
+                f, b = train_step(supernet, archs, x, y)
+            times[n]["forward"].append(1e3 * f)
+            times[n]["backward"].append(1e3 * b)
+            times[n]["step"].append(1e3 * (f + b))
+    return times
+
+
+def top_kernels(supernet, archs, x, y, top: int) -> dict[str, list[tuple[str, float, float]]]:
+    """Per path: (op, ms in one step, share of the step) of the `top` ops by self CPU time."""
+    out = {}
+    for n in PATHS:
+        with path(supernet, n):
+            train_step(supernet, archs, x, y)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                train_step(supernet, archs, x, y)
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        out[n] = [(e.key, e.self_cpu_time_total / 1e3, e.self_cpu_time_total / total) for e in events[:top]]
+    return out
+
+
+def median(values: list[float]) -> float:
+    return quantiles(values, (0.5,))[0]
+
+
+def run_case(case: Case, args: argparse.Namespace, console) -> float:
+    torch.manual_seed(args.seed)
+    supernet = OFAMobileNetV3(space=get_space(case.space)).train()
+    space = supernet.space
+    archs = step_archs(supernet, case.resolution, args.seed)
+    x = resize(torch.randn(case.batch, space.in_channels, case.resolution, case.resolution), case.resolution)
+    y = torch.randint(0, space.num_classes, (case.batch,))
+    times = time_paths(supernet, archs, x, y, args.rounds)
+
+    table = Table(title=f"{case.name}: batch {case.batch}, {case.resolution} px, one step = {len(archs)} sub-networks")
+    for col in ("path", "step ms", "forward ms", "backward ms", "backward / forward", "speed-up vs before (p10-p90)"):
+        table.add_column(col, justify="right")
+    speedups = {}
+    for n, t in times.items():
+        ratios = paired_ratios(times["before"]["step"], t["step"])
+        p10, p50, p90 = quantiles(ratios, (0.1, 0.5, 0.9))
+        speedups[n] = p50
+        f, b = median(t["forward"]), median(t["backward"])
+        s10, s90 = quantiles(t["step"], (0.1, 0.9))
+        table.add_row(n, f"{median(t['step']):.0f} ({s10:.0f}-{s90:.0f})", f"{f:.0f}", f"{b:.0f}", f"{b / f:.2f}",
+                      f"{p50:.2f}x ({p10:.2f}-{p90:.2f})")  # fmt: skip
+    console.print(table)
+    if args.top:
+        kernels = Table(title=f"{case.name}: top kernels of one profiled step (self CPU time)")
+        for col in ("path", "op", "ms", "share"):
+            kernels.add_column(col, justify="right" if col in ("ms", "share") else "left")
+        for n, rows in top_kernels(supernet, archs, x, y, args.top).items():
+            for op, ms, share in rows:
+                kernels.add_row(n, op, f"{ms:.1f}", f"{100 * share:.0f}%")
+        console.print(kernels)
+    return speedups["new default"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["mnist", "w10"])
+    parser.add_argument("--top", type=int, default=6, help="kernels listed per path (0: no profile)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    console = make_console()
+    console.print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"{args.rounds} interleaved rounds"
+    )
+    speedups: dict[str, float] = {c: run_case(CASES[c], args, console) for c in args.cases}
+    for c, ratio in speedups.items():
+        if c != "mnist":
+            console.print(f"{CASES[c].name} step, new default vs before: speed-up {ratio:.2f}x")
+    if "mnist" in speedups:
+        console.print(f"default space (mnist, batch 64) step, new default vs before: speed-up {speedups['mnist']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
