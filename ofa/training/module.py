@@ -113,7 +113,10 @@ class SupernetModule(L.LightningModule):
         if self.phases_started:  # a new phase starts with fresh momentum, as OFA's per-phase optimiser
             self.optimizers().optimizer.state.clear()
         self.phases_started.add(index)
-        self.print(f"phase {index + 1}/{len(self.schedule.phases)}: {phase.name} ({phase.epochs} epochs)")
+        self.print(
+            f"phase {index + 1}/{len(self.schedule.phases)}: {phase.name} ({phase.epochs} epochs; "
+            f"each step trains {phase.step_summary})"
+        )
 
     def on_fit_start(self) -> None:
         if self._teacher:

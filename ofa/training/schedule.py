@@ -69,9 +69,12 @@ class Phase:
         return space.with_(**changes) if changes else space
 
     @property
-    def subnets_per_step(self) -> int:
-        """Sub-networks each step trains: the corners (sandwich), the random ones, or the largest."""
-        return max(2 * self.sandwich + self.random_subnets, 1)
+    def step_summary(self) -> str:
+        """What each step trains, in words (printed when the phase starts)."""
+        parts = (["largest", "smallest"] if self.sandwich else []) + (
+            [f"{self.random_subnets} random"] if self.random_subnets else []
+        )
+        return " + ".join(parts) or "largest"
 
     def check_trains_middle(self, space: MBV3Space) -> None:
         """Refuse a phase whose architectures vary but which draws no random sub-network: its
