@@ -79,6 +79,7 @@ def main() -> None:
         net = recalibrate_bn(supernet.extract_subnet(arch), images, arch.r)
         correct, total = count_correct(net, val, arch.r)
         from_supernet = correct / total
+        console.print(f"  {name} ({arch.key()}): from the supernet {100 * from_supernet:.2f}%")
         alone = []
         for seed in range(args.seeds):
             start = time.time()
