@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from rich.table import Table
 from app.progress import progress_bar
 from app.shell import hydra_command, make_console, quiet_optuna
 from search.benchmarks.table import TableBenchmark, run_table_benchmark
-from search.problem import SearchSettings
+from search.loop import LoopSettings, RoundReport
+from search.problem import SAMPLERS, SearchSettings
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -37,22 +39,45 @@ def summary_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def round_printer(console: Console) -> Callable[[RoundReport], None]:
+    """One line per round of the measurement loop: measured so far, best per budget."""
+
+    def show(r: RoundReport) -> None:
+        best = ", ".join(f"{name} {'-' if b is None else f'{b[1]:.2f}'}" for name, b in r.best.items())
+        console.print(f"round {r.round}: {r.measured} measured (+{r.picked}); best measured per budget: {best}")
+
+    return show
+
+
 def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or make_console()
+    queries = cfg.get("queries")
+    sampler = cfg.sampler or ("loop" if queries else "refined")
+    if sampler == "loop" and not queries:
+        raise ValueError("sampler = 'loop' needs queries=<Q> (the number of cells it may measure)")
+    if sampler not in ("loop", *SAMPLERS):
+        raise ValueError(f"sampler = {sampler!r} is not allowed; allowed: loop, {', '.join(SAMPLERS)}")
+    direct = "refined" if sampler == "loop" else sampler
     settings = SearchSettings(int(cfg.n_trials), int(cfg.population_size), int(cfg.seed),
-                              sampler=str(cfg.sampler), storage=cfg.storage)  # fmt: skip
+                              sampler=direct, storage=cfg.storage)  # fmt: skip
+    loop_cfg = cfg.get("loop") or {}
+    loop = None
+    if sampler == "loop":
+        loop = LoopSettings(int(queries), loop_cfg.get("initial"), loop_cfg.get("per_budget"), seed=int(cfg.seed))
     spec = TableBenchmark(
-        cfg.table, cfg.accuracy, cfg.latency, settings, tuple(float(q) for q in cfg.budget_percentiles)
-    )
-    with quiet_optuna(), progress_bar(console, f"searching ({cfg.sampler})") as on_progress:
-        summary = run_table_benchmark(spec, out=Path(cfg.out), progress=on_progress)
+        cfg.table, cfg.accuracy, cfg.latency, settings, tuple(float(q) for q in cfg.budget_percentiles),
+        queries=int(queries) if queries else None, loop=loop,
+    )  # fmt: skip
+    with quiet_optuna(), progress_bar(console, f"searching ({sampler})") as on_progress:
+        summary = run_table_benchmark(spec, out=Path(cfg.out), progress=on_progress, on_round=round_printer(console))
     console.print(summary_table(summary))
     console.print(
         f"mean regret {summary['mean_regret']:.3f} points, exact optimum found for "
         f"{100 * summary['exact_found_share']:.0f}% of budgets; front of {summary['front_size']} cells; "
         f"{summary['n_optuna_trials']} Optuna trials; {summary['evaluations_per_s']:.0f} evaluations/s"
     )
-    console.print(f"written: {Path(cfg.out) / 'front.csv'}, evaluated.csv, summary.json, front.png")
+    extra = ", queries.csv" if queries else ""
+    console.print(f"written: {Path(cfg.out) / 'front.csv'}, evaluated.csv, summary.json, front.png{extra}")
     return summary
 
 

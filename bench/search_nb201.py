@@ -1,4 +1,6 @@
-"""Search quality per evaluation on NAS-Bench-201: our sampler vs Optuna's NSGA-II vs random.
+"""Search quality per evaluation on NAS-Bench-201: our sampler vs Optuna's NSGA-II vs random,
+and (`--samplers loop ...`) the measurement loop, which answers only with cells it paid a
+query for; the direct samplers' n_trials evaluations are the same number of queries.
 
 For each latency column, each evaluation budget (n_trials distinct cells) and each seed,
 runs the three samplers on the same table (CIFAR-10 accuracy against the column's latency)
@@ -9,6 +11,8 @@ and the share of (budget, seed) pairs where the exact optimum was found.
 
     .venv/bin/python bench/search_nb201.py [--trials 100 300 1000] [--seeds 5]
         [--columns latency_ms_gold_6226 latency_ms_pixel3] [--samplers refined nsga2 random]
+    .venv/bin/python bench/search_nb201.py --samplers loop refined random --trials 50 100 200 300 \
+        --seeds 5 --columns latency_ms_gold_6226 latency_ms_titan_rtx_1 latency_ms_pixel3 latency_ms_raspi4
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from app.shell import make_console, quiet_optuna
-from search.benchmarks.table import load_table, percentile_budgets, score, table_search
+from search.benchmarks.table import TableOracle, load_table, loop_search, percentile_budgets, score, table_search
+from search.loop import LoopSettings
 from search.problem import SearchSettings
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_accuracy_latency.csv"
@@ -38,14 +43,19 @@ def spread(values: list[float], fmt: str = ".3f") -> str:
     return f"{m:{fmt}} ± {s:{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
-def one_run(table, args: argparse.Namespace, column: str, settings: SearchSettings, budgets) -> dict:
-    """One search and its scores."""
+def one_run(table, args: argparse.Namespace, column: str, settings: SearchSettings, budgets, loop: bool) -> dict:
+    """One search and its scores (`loop`: the measurement loop behind an oracle of n_trials queries)."""
     t0 = time.perf_counter()
-    res = table_search(table, args.accuracy, column, settings, budgets)
+    if loop:
+        oracle = TableOracle(table, args.accuracy, column, settings.n_trials)
+        res = loop_search(table, oracle, budgets, LoopSettings(settings.n_trials, seed=settings.seed))
+    else:
+        res = table_search(table, args.accuracy, column, settings, budgets)
     wall = time.perf_counter() - t0
     sc = score(table, args.accuracy, column, res, budgets)
     return {
-        "column": column, "n_trials": settings.n_trials, "seed": settings.seed, "sampler": settings.sampler,
+        "column": column, "n_trials": settings.n_trials, "seed": settings.seed,
+        "sampler": "loop" if loop else settings.sampler,
         "evaluations": res.n_evaluations, "optuna_trials": res.n_trials,
         "hv_ratio": sc.hypervolume_ratio, "mean_regret": sc.mean_regret,
         "regrets": [b.regret for b in sc.budgets],
@@ -63,8 +73,9 @@ def all_runs(table, args: argparse.Namespace, console) -> list[dict]:
             for n in args.trials:
                 for seed in range(args.seeds):
                     for sampler in args.samplers:
-                        settings = SearchSettings(n, args.population, seed, sampler=sampler)
-                        runs.append(one_run(table, args, column, settings, budgets))
+                        direct = "refined" if sampler == "loop" else sampler
+                        settings = SearchSettings(n, args.population, seed, sampler=direct)
+                        runs.append(one_run(table, args, column, settings, budgets, loop=sampler == "loop"))
                         progress.advance(task)
     return runs
 
@@ -107,7 +118,12 @@ def main() -> None:
     parser.add_argument("--columns", nargs="+", default=["latency_ms_gold_6226", "latency_ms_pixel3"])
     parser.add_argument("--trials", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--samplers", nargs="+", default=["refined", "nsga2", "random"])
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        default=["refined", "nsga2", "random"],
+        help="refined, nsga2, random (direct) and loop (search.loop, n_trials = queries)",
+    )
     parser.add_argument("--population", type=int, default=50)
     parser.add_argument("--percentiles", type=float, nargs="+", default=[10, 25, 50])
     parser.add_argument("--json", type=Path, help="also write every run's figures here")

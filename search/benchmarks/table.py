@@ -21,10 +21,11 @@ import numpy as np
 from ofa.io import atomic_write_csv, atomic_write_json
 from search.engine import run
 from search.genes import NB201Genes
+from search.loop import LoopSettings, LoopSpace, RoundReport, run_loop
 from search.objectives import Budget, Metric
 from search.pareto import hypervolume_2d, non_dominated
 from search.problem import SearchSettings
-from search.result import SearchResult
+from search.result import Evaluation, SearchResult
 
 ACCURACY, LATENCY = "accuracy", "latency"
 
@@ -154,15 +155,18 @@ def table_search(
     settings: SearchSettings,
     budgets: Sequence[Budget] = (),
     progress: Callable[[int, int], None] | None = None,
+    oracle: TableOracle | None = None,
 ) -> SearchResult:
-    """Run the search on the table's space with `accuracy` (up) and `latency` (down) looked up.
+    """Run the search on the table's space with `accuracy` (up) and `latency` (down) looked up
+    (through `oracle` when given: each distinct cell evaluated pays one query).
 
     The baselines get no seeds and no budget focus: `nsga2` is Optuna's NSGA-II as it comes,
     `random` uniform sampling; every sampler gets `n_trials` distinct evaluations. Without a
     `study_name` in `settings`, the study is named after the columns, sampler and seed."""
+    look = oracle.lookup if oracle is not None else lambda name: table.lookup(accuracy if name == ACCURACY else latency)
     objectives = [
-        Metric(ACCURACY, table.lookup(accuracy), "maximize", "%"),
-        Metric(LATENCY, table.lookup(latency), "minimize", "ms"),
+        Metric(ACCURACY, look(ACCURACY), "maximize", "%"),
+        Metric(LATENCY, look(LATENCY), "minimize", "ms"),
     ]
     if settings.study_name is None:
         name = f"bench-{accuracy}-{latency}-{settings.sampler}-s{settings.seed}"
@@ -171,36 +175,130 @@ def table_search(
     return run(table.space, objectives, settings, budgets=budgets, progress=progress)
 
 
+class QueryBudgetSpent(RuntimeError):
+    """A query past the oracle's budget."""
+
+
+class TableOracle:
+    """The table behind a pay-per-query wall: a cell's accuracy and latency are revealed
+    together, each distinct cell costs one query (asking again is free), and a query past
+    `queries` is refused. `revealed` lists the cells in the order they were paid for."""
+
+    def __init__(self, table: ArchTable, accuracy: str, latency: str, queries: int) -> None:
+        if not isinstance(queries, int) or isinstance(queries, bool) or queries < 1:
+            raise ValueError(f"queries = {queries!r} is not allowed; allowed: an integer >= 1")
+        self.table, self.queries = table, queries
+        self.columns = {ACCURACY: accuracy, LATENCY: latency}
+        self._index = {a: i for i, a in enumerate(table.archs)}
+        self.revealed: list[str] = []
+        self._seen: set[str] = set()
+
+    @property
+    def spent(self) -> int:
+        return len(self.revealed)
+
+    def _pay(self, cells: Sequence[str]) -> list[int]:
+        out = []
+        for cell in cells:
+            if cell not in self._index:
+                raise ValueError(f"cell {cell!r} is not in {self.table.path}")
+            if cell not in self._seen:
+                if self.spent >= self.queries:
+                    n, q = self.spent + 1, self.queries
+                    raise QueryBudgetSpent(f"query {n} refused: the budget of {q} queries is spent")
+                self._seen.add(cell)
+                self.revealed.append(cell)
+            out.append(self._index[cell])
+        return out
+
+    def __call__(self, cells: list[str]) -> list[dict[str, float]]:
+        """Both values of each cell (the measurement loop's `measure`)."""
+        idx = self._pay(cells)
+        return [{name: float(self.table.values[col][i]) for name, col in self.columns.items()} for i in idx]
+
+    def lookup(self, name: str) -> Callable[[Sequence[str]], np.ndarray]:
+        """A metric function for the direct samplers: each new cell pays one query."""
+        column = self.table.values[self.columns[name]]
+        return lambda cells: column[self._pay(cells)]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """`queries.csv`: one row per revealed cell, in the order paid for."""
+        return [{"query": n + 1, "arch": cell, **self([cell])[0]} for n, cell in enumerate(self.revealed)]
+
+
 @dataclass(frozen=True)
 class TableBenchmark:
     """One benchmark run: search the table at `table` (columns `accuracy`, `latency`) with
-    `settings`, scored on latency budgets at `budget_percentiles` of the latency column."""
+    `settings`, scored on latency budgets at `budget_percentiles` of the latency column.
+    With `queries`, the table sits behind a `TableOracle` of that many queries: `loop`
+    settings run the measurement loop (search.loop), else the direct sampler of `settings`
+    spends them as its evaluations."""
 
     table: str | Path
     accuracy: str
     latency: str
     settings: SearchSettings
     budget_percentiles: tuple[float, ...] = (10, 25, 50)
+    queries: int | None = None
+    loop: LoopSettings | None = None
+
+
+def loop_search(
+    table: ArchTable,
+    oracle: TableOracle,
+    budgets: Sequence[Budget],
+    settings: LoopSettings,
+    on_round: Callable[[RoundReport], None] | None = None,
+) -> SearchResult:
+    """The measurement loop on the table's cells; a `SearchResult` of the measured cells."""
+    from search import nb201
+
+    rows = np.stack([table.space.row_of(c) for c in table.archs])
+    space = LoopSpace(
+        table.archs, table.archs, nb201.accuracy_features(rows), nb201.cost_features(rows), nb201.groups(rows)
+    )
+    done = run_loop(space, oracle, budgets, settings, objective=ACCURACY, on_round=on_round)
+    objectives = (
+        Metric(ACCURACY, lambda c: np.zeros(len(c)), "maximize", "%"),
+        Metric(LATENCY, lambda c: np.zeros(len(c)), "minimize", "ms"),
+    )
+    evaluations = [Evaluation(m.config, m.key, m.values, True, n) for n, m in enumerate(done.measurements)]
+    pts = np.array([[e.values[ACCURACY], -e.values[LATENCY]] for e in evaluations]).reshape(-1, 2)
+    front = [e for e, keep in zip(evaluations, non_dominated(pts)) if keep] if evaluations else []
+    return SearchResult(
+        table.space, objectives, (), evaluations, front, len(evaluations), "loop", "loop",
+        f"{oracle.spent} queries in {done.rounds} rounds", metrics={m.name: m for m in objectives},
+    )  # fmt: skip
 
 
 def run_table_benchmark(
-    bench: TableBenchmark, out: str | Path | None = None, progress: Callable[[int, int], None] | None = None
+    bench: TableBenchmark,
+    out: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    on_round: Callable[[RoundReport], None] | None = None,
 ) -> dict[str, Any]:
     """Search the table, score it, and (with `out`) write `front.csv`, `evaluated.csv`,
     `summary.json` and `front.png`. Returns the summary."""
     table = load_table(bench.table, [bench.accuracy, bench.latency])
     budgets = percentile_budgets(table.values[bench.latency], bench.budget_percentiles)
     start = time.perf_counter()
-    result = table_search(table, bench.accuracy, bench.latency, bench.settings, budgets, progress)
+    oracle = TableOracle(table, bench.accuracy, bench.latency, bench.queries) if bench.queries else None
+    if oracle is not None and bench.loop is not None:
+        result = loop_search(table, oracle, budgets, bench.loop, on_round)
+    else:
+        settings = bench.settings if oracle is None else replace(bench.settings, n_trials=bench.queries)
+        result = table_search(table, bench.accuracy, bench.latency, settings, budgets, progress, oracle)
     wall = time.perf_counter() - start
     sc = score(table, bench.accuracy, bench.latency, result, budgets)
     summary = {
         "table": str(table.path),
         "accuracy": bench.accuracy,
         "latency": bench.latency,
-        "sampler": bench.settings.sampler,
+        "sampler": "loop" if oracle is not None and bench.loop is not None else bench.settings.sampler,
+        "queries": bench.queries,
+        "queries_spent": oracle.spent if oracle is not None else None,
         "seed": bench.settings.seed,
-        "n_trials": bench.settings.n_trials,
+        "n_trials": bench.queries or bench.settings.n_trials,
         "population_size": bench.settings.population_size,
         "n_evaluations": result.n_evaluations,
         "n_optuna_trials": result.n_trials,
@@ -219,6 +317,8 @@ def run_table_benchmark(
     }
     if out is not None:
         write_outputs(Path(out), table, bench.accuracy, bench.latency, result, summary)
+        if oracle is not None:
+            atomic_write_csv(Path(out) / "queries.csv", oracle.rows(), ["query", "arch", ACCURACY, LATENCY])
     return summary
 
 

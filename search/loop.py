@@ -1,0 +1,265 @@
+"""Measurement in the loop of the search: rounds of predict -> pick -> measure -> refit.
+
+A search on predictors answers with what the predictors believe; this loop answers with what
+was measured. It starts from a few random candidates (plus whatever was measured before: a
+resumed loop never measures a config twice), then each round
+
+1. fits an ensemble of extra-trees on the measured accuracy (each tree is one plausible
+   predictor) and, per cost metric of the budgets, the better (5-fold CV) of a ridge and an
+   extra-trees model on the measured cost, with the spread of its CV residuals;
+2. per budget, draws one tree (Thompson sampling) plus measurement noise, and picks the
+   unmeasured candidates it ranks best among those whose cost is predicted within the budget
+   with probability >= 1/2 (at most one per group of configs expected to score alike);
+3. measures the picks (one call of `measure`, which may refuse past its own query budget).
+
+The answer per budget is the best *measured* config that meets it (`search.result.choose` on
+the measured values), so it is never dominated by a config the loop measured. The noise
+between configs of one group (e.g. NAS-Bench-201 cells that compute the same function) is
+estimated from the measured groups; it is what lets the loop try a near-twin of its best.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from search.objectives import Budget
+
+Measure = Callable[[list[Any]], list[dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """`queries`: configs measured in all (prior measurements included); `initial`: random
+    configs measured before the first fit (default max(10, queries // 10)); `per_budget`: picks
+    per budget and round (default 2 up to 100 queries, else 3)."""
+
+    queries: int
+    initial: int | None = None
+    per_budget: int | None = None
+    seed: int = 0
+    trees: int = 64
+    noise: float | None = None  # measurement noise of the objective; None: estimated within groups
+
+    def __post_init__(self) -> None:
+        for name in ("queries", "initial", "per_budget", "trees"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} = {value!r} is not allowed; allowed: an integer >= 1")
+
+    @property
+    def n_initial(self) -> int:
+        return min(self.queries, self.initial or max(10, self.queries // 10))
+
+    @property
+    def n_per_budget(self) -> int:
+        return self.per_budget or (2 if self.queries <= 100 else 3)
+
+
+@dataclass(frozen=True)
+class LoopSpace:
+    """The candidates the loop picks from and how its models see them."""
+
+    candidates: Sequence[Any]
+    keys: Sequence[str]
+    accuracy_features: np.ndarray  # one row per candidate
+    cost_features: np.ndarray
+    groups: Sequence[Hashable] | None = None  # candidates expected to score alike share a group
+
+    def __post_init__(self) -> None:
+        n = len(self.candidates)
+        if not (len(self.keys) == len(self.accuracy_features) == len(self.cost_features) == n):
+            raise ValueError("candidates, keys and feature rows must have one entry per candidate")
+        if self.groups is not None and len(self.groups) != n:
+            raise ValueError("groups must have one entry per candidate")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    key: str
+    config: Any
+    values: dict[str, float]
+    round: int  # 0: initial or prior
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """What one round measured and the best measured answer per budget so far."""
+
+    round: int
+    measured: int  # in all, prior measurements included
+    picked: int
+    best: dict[str, tuple[str, float] | None]  # budget name -> (key, objective) or None
+
+
+@dataclass
+class LoopResult:
+    measurements: list[Measurement] = field(default_factory=list)
+    rounds: int = 0
+
+
+def meets(values: dict[str, float], budget: Budget) -> bool:
+    return all(values[c.name] <= c.limit for c in budget.constraints)
+
+
+def best_measured(measurements: Sequence[Measurement], budget: Budget, objective: str) -> Measurement | None:
+    ok = [m for m in measurements if meets(m.values, budget)]
+    return max(ok, key=lambda m: m.values[objective]) if ok else None
+
+
+def run_loop(
+    space: LoopSpace,
+    measure: Measure,
+    budgets: Sequence[Budget],
+    settings: LoopSettings,
+    objective: str = "accuracy",
+    prior: Sequence[Measurement] = (),
+    on_round: Callable[[RoundReport], None] | None = None,
+) -> LoopResult:
+    """Measure up to `settings.queries` candidates (prior ones count) and return every
+    measurement in order. `measure(configs)` returns one dict of figures per config, with the
+    objective and every metric the budgets limit."""
+    if not budgets:
+        raise ValueError("the measurement loop needs at least one budget")
+    rng = np.random.default_rng(settings.seed)
+    index = {k: i for i, k in enumerate(space.keys)}
+    result = LoopResult(list(prior))
+    done = np.zeros(len(space.candidates), dtype=bool)
+    for m in prior:
+        if m.key in index:
+            done[index[m.key]] = True
+
+    def take(picks: list[int], round_: int) -> None:
+        configs = [space.candidates[i] for i in picks]
+        for i, cfg, values in zip(picks, configs, measure(configs)):
+            done[i] = True
+            result.measurements.append(Measurement(space.keys[i], cfg, dict(values), round_))
+
+    def report(round_: int, picked: int) -> None:
+        if on_round is not None:
+            best = {}
+            for b in budgets:
+                m = best_measured(result.measurements, b, objective)
+                best[b.name] = (m.key, m.values[objective]) if m else None
+            on_round(RoundReport(round_, len(result.measurements), picked, best))
+
+    n_random = min(settings.n_initial, settings.queries) - len(result.measurements)
+    if n_random > 0:
+        free = np.flatnonzero(~done)
+        take([int(i) for i in rng.choice(free, min(n_random, len(free)), replace=False)], 0)
+        report(0, n_random)
+    round_ = 0
+    while len(result.measurements) < settings.queries and not done.all():
+        round_ += 1
+        picks = _pick_round(space, result.measurements, index, done, budgets, settings, objective, rng, round_)
+        if not picks:
+            break
+        take(picks[: settings.queries - len(result.measurements)], round_)
+        report(round_, len(picks))
+    result.rounds = round_
+    return result
+
+
+def _pick_round(
+    space: LoopSpace,
+    measured: Sequence[Measurement],
+    index: dict[str, int],
+    done: np.ndarray,
+    budgets: Sequence[Budget],
+    settings: LoopSettings,
+    objective: str,
+    rng: np.random.Generator,
+    round_: int,
+) -> list[int]:
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    rows = np.array([index[m.key] for m in measured if m.key in index])
+    known = [m for m in measured if m.key in index]
+    y = np.array([m.values[objective] for m in known])
+    trees = ExtraTreesRegressor(
+        n_estimators=settings.trees, max_features=0.5, bootstrap=True, random_state=settings.seed * 1000 + round_
+    ).fit(space.accuracy_features[rows], y)
+    per_tree = np.stack([t.predict(space.accuracy_features) for t in trees.estimators_])
+    noise = settings.noise if settings.noise is not None else _group_noise(space, rows, y)
+    cost_models = {
+        name: _fit_cost(space.cost_features, rows, np.array([m.values[name] for m in known]), settings.seed)
+        for name in sorted({c.name for b in budgets for c in b.constraints})
+    }
+    groups = space.groups
+    picks: list[int] = []
+    for budget in budgets:
+        p_ok = np.ones(len(done))
+        for c in budget.constraints:
+            mu, sd, transform = cost_models[c.name]
+            p_ok *= norm.cdf((transform(c.limit) - mu) / sd)
+        draw = per_tree[rng.integers(len(per_tree))] + rng.normal(0.0, noise, len(done))
+        score = np.where(p_ok >= 0.5, draw, -np.inf)
+        if not np.isfinite(score[~done]).any():  # nothing predicted within: the likeliest first
+            score = p_ok.copy()
+        score[done] = -np.inf
+        score[picks] = -np.inf
+        used: set[Hashable] = set()
+        taken = 0
+        for i in np.argsort(-score, kind="stable"):
+            if taken >= settings.n_per_budget or not np.isfinite(score[i]):
+                break
+            group = groups[i] if groups is not None else i
+            if group in used:
+                continue
+            used.add(group)
+            picks.append(int(i))
+            taken += 1
+    return picks
+
+
+def _group_noise(space: LoopSpace, rows: np.ndarray, y: np.ndarray) -> float:
+    """Pooled within-group standard deviation of the measured objective (at least 3 degrees
+    of freedom), else a tenth of its spread."""
+    if space.groups is not None:
+        by: dict[Hashable, list[float]] = {}
+        for r, v in zip(rows, y):
+            by.setdefault(space.groups[r], []).append(float(v))
+        dof = sum(len(v) - 1 for v in by.values())
+        if dof >= 3:
+            ss = sum(float(np.sum((np.array(v) - np.mean(v)) ** 2)) for v in by.values())
+            return max(float(np.sqrt(ss / dof)), 1e-6)
+    return max(0.1 * float(np.std(y)), 1e-6)
+
+
+def _fit_cost(
+    features: np.ndarray, rows: np.ndarray, values: np.ndarray, seed: int
+) -> tuple[np.ndarray, float, Callable[[float], float]]:
+    """Predicted cost of every candidate on a log(v + c) scale, the robust spread of the
+    5-fold CV residuals, and the transform (for the budget's limit)."""
+    from sklearn.ensemble import ExtraTreesRegressor
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    offset = 0.1 * float(np.median(values)) + 1e-12  # near-zero costs (pruned cells) stay finite
+
+    def transform(v: Any) -> Any:
+        return np.log(np.asarray(v, dtype=float) + offset)
+
+    target = transform(values)
+    makers = {
+        "ridge": lambda: Ridge(alpha=1.0),
+        "trees": lambda: ExtraTreesRegressor(n_estimators=48, max_features=0.5, random_state=seed),
+    }
+    best: tuple[float, str] | None = None
+    folds = min(5, len(rows))
+    for name, make in makers.items():
+        if folds < 2:
+            spread = 0.1
+        else:
+            cv = cross_val_predict(make(), features[rows], target, cv=KFold(folds, shuffle=True, random_state=seed))
+            r = cv - target
+            spread = float(1.4826 * np.median(np.abs(r - np.median(r))))
+        if best is None or spread < best[0]:
+            best = (spread, name)
+    assert best is not None
+    model = makers[best[1]]().fit(features[rows], target)
+    return model.predict(features), max(best[0], 0.01), transform

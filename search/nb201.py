@@ -1,0 +1,87 @@
+"""How the measurement loop sees NAS-Bench-201 cells: what a cell computes, not how it is written.
+
+An edge whose source no live path reaches, or whose target reaches no output, computes
+nothing that matters; `effective_ops` sets such edges to `none`. Cells with the same
+effective ops compute the same function (the table's accuracies still differ between them by
+training noise) and form one group. Accuracy features describe the effective cell: its ops
+one-hot, the ops along each input-to-output path (path encoding) and counts of live
+operations (params and FLOPs of a cell are a fixed mix of its conv counts). Cost features
+add the written ops, because devices run dead edges too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from search.genes import NB201_EDGES, NB201_OPS
+
+NONE, SKIP, CONV1, CONV3, POOL = (NB201_OPS.index(o) for o in NB201_OPS)
+_EDGE = {e: i for i, e in enumerate(NB201_EDGES)}
+# The four input-to-output paths of the 4-node cell, as edges (to, from).
+PATHS = (((3, 0),), ((1, 0), (3, 1)), ((2, 0), (3, 2)), ((1, 0), (2, 1), (3, 2)))
+
+
+def effective_ops(rows: np.ndarray) -> np.ndarray:
+    """Rows of op indices with every edge that cannot affect the output set to `none`."""
+    rows = np.asarray(rows)
+    out = np.empty_like(rows)
+    for n, row in enumerate(rows):
+        live = {e: row[i] != NONE for i, e in enumerate(NB201_EDGES)}
+        reached = {0: True}
+        for j in (1, 2, 3):
+            reached[j] = any(live[(j, i)] and reached[i] for i in range(j))
+        useful = {3: True}
+        for j in (2, 1, 0):
+            useful[j] = any(live[(k, j)] and useful[k] for k in range(j + 1, 4))
+        for i, (to, frm) in enumerate(NB201_EDGES):
+            out[n, i] = row[i] if live[(to, frm)] and reached[frm] and useful[to] else NONE
+    return out
+
+
+def one_hot(rows: np.ndarray) -> np.ndarray:
+    return np.eye(len(NB201_OPS))[rows].reshape(len(rows), -1)
+
+
+def path_encoding(rows: np.ndarray) -> np.ndarray:
+    """One-hot of the op sequence along each of the four paths (5 + 25 + 25 + 125 columns)."""
+    k = len(NB201_OPS)
+    parts = []
+    for path in PATHS:
+        code = np.zeros(len(rows), dtype=np.int64)
+        for edge in path:
+            code = code * k + rows[:, _EDGE[edge]]
+        parts.append(np.eye(k ** len(path))[code])
+    return np.hstack(parts)
+
+
+def live_counts(effective: np.ndarray) -> np.ndarray:
+    """Per cell: output reached (0/1), live skip / 1x1 / 3x3 / pool counts, the most convs on
+    one live path, live paths, and 9 x 3x3 + 1x1 (proportional to the cell's FLOPs)."""
+    counts = np.stack([(effective == op).sum(1) for op in (SKIP, CONV1, CONV3, POOL)], axis=1)
+    conv = np.isin(effective, (CONV1, CONV3))
+    live = effective != NONE
+    depth = np.zeros(len(effective))
+    paths = np.zeros(len(effective))
+    for path in PATHS:
+        idx = [_EDGE[e] for e in path]
+        alive = live[:, idx].all(1)
+        paths += alive
+        depth = np.maximum(depth, np.where(alive, conv[:, idx].sum(1), 0))
+    reached = (paths > 0).astype(float)
+    flops = 9 * counts[:, 2] + counts[:, 1]
+    return np.column_stack([reached, counts, depth, paths, flops]).astype(float)
+
+
+def accuracy_features(rows: np.ndarray) -> np.ndarray:
+    eff = effective_ops(rows)
+    return np.hstack([one_hot(eff), path_encoding(eff), live_counts(eff)])
+
+
+def cost_features(rows: np.ndarray) -> np.ndarray:
+    eff = effective_ops(rows)
+    return np.hstack([one_hot(np.asarray(rows)), one_hot(eff), live_counts(eff)])
+
+
+def groups(rows: np.ndarray) -> list[bytes]:
+    """One id per cell; cells with the same effective ops share it."""
+    return [r.tobytes() for r in effective_ops(rows).astype(np.int8)]

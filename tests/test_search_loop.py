@@ -1,0 +1,159 @@
+"""The measurement loop (search.loop) on NAS-Bench-201 behind a pay-per-query oracle (real
+measured data from ../shared/data)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from search import nb201
+from search.benchmarks.table import QueryBudgetSpent, TableOracle, load_table, loop_search, percentile_budgets
+from search.genes import NB201Genes
+from search.loop import LoopSettings, LoopSpace, Measurement, run_loop
+from search.objectives import Budget
+from search.pareto import non_dominated
+
+ACC, XEON = "cifar10_acc", "latency_ms_gold_6226"
+
+
+@functools.cache
+def _load(path):
+    return load_table(path, [ACC, XEON])
+
+
+@pytest.fixture
+def table(shared_data):
+    return _load(shared_data / "nb201_accuracy_latency.csv")
+
+
+def truth(table, cell):
+    i = table.archs.index(cell)
+    return float(table.values[ACC][i]), float(table.values[XEON][i])
+
+
+def test_oracle_counts_distinct_cells_and_refuses_past_its_budget(table):
+    oracle = TableOracle(table, ACC, XEON, queries=3)
+    a, b, c, d = table.archs[:4]
+    first = oracle([a, b, a])  # a repeat in one call costs nothing
+    assert oracle.spent == 2 and [f["accuracy"] for f in first] == [truth(table, x)[0] for x in (a, b, a)]
+    oracle([b])
+    assert oracle.spent == 2
+    assert oracle([c])[0]["latency"] == truth(table, c)[1]
+    with pytest.raises(QueryBudgetSpent, match="query 4 refused: the budget of 3 queries is spent"):
+        oracle([d])
+    assert oracle.revealed == [a, b, c] and oracle([a, b, c])  # what was paid for stays readable
+    assert [r["arch"] for r in oracle.rows()] == [a, b, c] and [r["query"] for r in oracle.rows()] == [1, 2, 3]
+    lookup = TableOracle(table, ACC, XEON, queries=1).lookup("latency")
+    assert lookup([a, a]).tolist() == [truth(table, a)[1]] * 2
+    with pytest.raises(ValueError, match="queries = 0 is not allowed"):
+        TableOracle(table, ACC, XEON, queries=0)
+
+
+def test_effective_ops_drop_edges_that_cannot_reach_the_output():
+    space = NB201Genes()
+    # node 1 is fed by nothing (none~0), so its conv into node 3 computes nothing that matters
+    dead = space.row_of("|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|none~2|")
+    twin = space.row_of("|none~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|none~2|")
+    eff = nb201.effective_ops(np.stack([dead, twin]))
+    assert space.decode(eff[0]) == "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
+    assert (eff[0] == eff[1]).all() and len(set(nb201.groups(np.stack([dead, twin])))) == 1
+    unreachable = space.row_of("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|none~2|")
+    feats = nb201.live_counts(nb201.effective_ops(unreachable[None]))
+    assert feats[0, 0] == 0 and feats[0, 1:].sum() == 0  # nothing reaches the output
+
+
+def test_loop_measures_only_what_it_pays_for_and_answers_with_measured_cells(table):
+    budgets = percentile_budgets(table.values[XEON], [10, 25, 50])
+    oracle = TableOracle(table, ACC, XEON, queries=40)
+    rounds = []
+    result = loop_search(table, oracle, budgets, LoopSettings(40, seed=3), on_round=rounds.append)
+    assert oracle.spent == 40 and result.n_evaluations == 40
+    assert [e.key for e in result.evaluations] == oracle.revealed
+    for e in result.evaluations:
+        assert (e.values["accuracy"], e.values["latency"]) == truth(table, e.key)
+    assert rounds[0].round == 0 and rounds[-1].measured == 40
+    assert [r.measured for r in rounds] == sorted(r.measured for r in rounds)
+    pts = np.array([[e.values["accuracy"], -e.values["latency"]] for e in result.evaluations])
+    for choice in result.select(budgets):
+        assert choice.ok
+        limit, chosen = choice.budget.limits()["latency"], choice.evaluation
+        under = pts[:, 1] >= -limit
+        # the answer is the best measured cell under the budget: nothing measured dominates it
+        assert chosen.values["accuracy"] == pts[under, 0].max() and chosen.values["latency"] <= limit
+        assert rounds[-1].best[choice.budget.name] == (chosen.key, chosen.values["accuracy"])
+    assert non_dominated(np.array([[e.values["accuracy"], -e.values["latency"]] for e in result.front])).all()
+
+
+def test_loop_is_deterministic_for_a_seed_and_a_resumed_loop_measures_nothing_twice(table):
+    budgets = percentile_budgets(table.values[XEON], [25])
+    runs = []
+    for _ in range(2):
+        oracle = TableOracle(table, ACC, XEON, queries=30)
+        loop_search(table, oracle, budgets, LoopSettings(30, seed=5))
+        runs.append(oracle.revealed)
+    assert runs[0] == runs[1]
+
+    # Resume: the first 20 cells are already in the table; a fresh oracle holds only 10 queries.
+    prior = [Measurement(c, c, dict(zip(("accuracy", "latency"), truth(table, c))), 0) for c in runs[0][:20]]
+    oracle = TableOracle(table, ACC, XEON, queries=10)
+    rows = np.stack([table.space.row_of(c) for c in table.archs])
+    space = LoopSpace(table.archs, table.archs, nb201.accuracy_features(rows), nb201.cost_features(rows))
+    resumed = run_loop(space, oracle, budgets, LoopSettings(30, seed=5), prior=prior)
+    assert len(resumed.measurements) == 30 and oracle.spent == 10
+    assert not set(oracle.revealed) & set(runs[0][:20])
+
+
+def test_a_budget_nothing_meets_ends_with_the_closest_measured_cell(table):
+    impossible = Budget.of("impossible", latency=float(table.values[XEON].min()) / 2)
+    oracle = TableOracle(table, ACC, XEON, queries=15)
+    result = loop_search(table, oracle, [impossible], LoopSettings(15, seed=0))
+    (choice,) = result.select([impossible])
+    assert not choice.ok and oracle.spent == 15
+    assert "budget 'impossible'" in choice.message and "none of the 15 evaluated" in choice.message
+    assert "closest" in choice.message
+
+
+def test_loop_settings_refuse_bad_values():
+    with pytest.raises(ValueError, match="queries = 0 is not allowed; allowed: an integer >= 1"):
+        LoopSettings(0)
+    assert LoopSettings(300).n_initial == 30 and LoopSettings(50).n_initial == 10
+    assert LoopSettings(100).n_per_budget == 2 and LoopSettings(101).n_per_budget == 3
+
+
+def test_cli_queries_mode_writes_every_paid_query(shared_data, tmp_path):
+    csv_path = shared_data / "nb201_accuracy_latency.csv"
+    out = tmp_path / "loop"
+    cmd = [
+        sys.executable, "-m", "app.search_bench", f"table={csv_path}", f"accuracy={ACC}",
+        f"latency={XEON}", "queries=30", "seed=1", f"out={out}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "round 1:" in proc.stdout and "best measured per budget" in proc.stdout
+    with open(out / "queries.csv", newline="") as f:
+        queries = list(csv.DictReader(f))
+    assert [int(q["query"]) for q in queries] == list(range(1, 31))
+    assert len({q["arch"] for q in queries}) == 30
+    for q in queries:
+        assert (float(q["accuracy"]), float(q["latency"])) == truth(_load(csv_path), q["arch"])
+    revealed = {q["arch"] for q in queries}
+    with open(out / "front.csv", newline="") as f:
+        assert {r["arch"] for r in csv.DictReader(f)} <= revealed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sampler"] == "loop" and summary["queries_spent"] == 30
+    for b in summary["budgets"]:
+        assert b["found_arch"] in revealed
+
+    direct = subprocess.run([*cmd[:-1], "sampler=random", f"out={tmp_path / 'random'}"], capture_output=True, text=True)
+    assert direct.returncode == 0, direct.stderr
+    with open(tmp_path / "random" / "queries.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 30
+
+    bad = subprocess.run([*cmd[:-2], "queries=null", "sampler=loop", f"out={tmp_path}"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: ValueError: sampler = 'loop' needs queries")
