@@ -155,7 +155,8 @@ def run_loop(
     round_ = 0
     while len(result.measurements) < settings.queries and not done.all():
         round_ += 1
-        picks = _pick_round(space, result.measurements, index, done, budgets, settings, objective, rng, round_)
+        models = _fit_models(space, result.measurements, index, budgets, settings, objective, round_)
+        picks = _pick(space, models, done, budgets, settings.n_per_budget, rng)
         if not picks:
             break
         take(picks[: settings.queries - len(result.measurements)], round_)
@@ -164,55 +165,72 @@ def run_loop(
     return result
 
 
-def _pick_round(
+@dataclass(frozen=True)
+class _Models:
+    """One round's beliefs: each tree's predicted objective per candidate, the measurement
+    noise, and per cost metric (predicted transformed cost, its spread, the transform)."""
+
+    per_tree: np.ndarray
+    noise: float
+    costs: dict[str, tuple[np.ndarray, float, Callable[[float], float]]]
+
+
+def _fit_models(
     space: LoopSpace,
     measured: Sequence[Measurement],
     index: dict[str, int],
-    done: np.ndarray,
     budgets: Sequence[Budget],
     settings: LoopSettings,
     objective: str,
-    rng: np.random.Generator,
     round_: int,
-) -> list[int]:
+) -> _Models:
     from sklearn.ensemble import ExtraTreesRegressor
 
-    rows = np.array([index[m.key] for m in measured if m.key in index])
     known = [m for m in measured if m.key in index]
+    rows = np.array([index[m.key] for m in known])
     y = np.array([m.values[objective] for m in known])
     trees = ExtraTreesRegressor(
         n_estimators=settings.trees, max_features=0.5, bootstrap=True, random_state=settings.seed * 1000 + round_
     ).fit(space.accuracy_features[rows], y)
     per_tree = np.stack([t.predict(space.accuracy_features) for t in trees.estimators_])
     noise = settings.noise if settings.noise is not None else _group_noise(space, rows, y)
-    cost_models = {
+    costs = {
         name: _fit_cost(space.cost_features, rows, np.array([m.values[name] for m in known]), settings.seed)
         for name in sorted({c.name for b in budgets for c in b.constraints})
     }
-    groups = space.groups
+    return _Models(per_tree, noise, costs)
+
+
+def _pick(
+    space: LoopSpace,
+    models: _Models,
+    done: np.ndarray,
+    budgets: Sequence[Budget],
+    per_budget: int,
+    rng: np.random.Generator,
+) -> list[int]:
+    """Per budget, the `per_budget` candidates one Thompson draw ranks best among those
+    predicted within the budget (probability >= 1/2), one per group, none measured."""
     picks: list[int] = []
     for budget in budgets:
         p_ok = np.ones(len(done))
         for c in budget.constraints:
-            mu, sd, transform = cost_models[c.name]
+            mu, sd, transform = models.costs[c.name]
             p_ok *= norm.cdf((transform(c.limit) - mu) / sd)
-        draw = per_tree[rng.integers(len(per_tree))] + rng.normal(0.0, noise, len(done))
+        draw = models.per_tree[rng.integers(len(models.per_tree))] + rng.normal(0.0, models.noise, len(done))
         score = np.where(p_ok >= 0.5, draw, -np.inf)
         if not np.isfinite(score[~done]).any():  # nothing predicted within: the likeliest first
             score = p_ok.copy()
         score[done] = -np.inf
         score[picks] = -np.inf
         used: set[Hashable] = set()
-        taken = 0
         for i in np.argsort(-score, kind="stable"):
-            if taken >= settings.n_per_budget or not np.isfinite(score[i]):
+            if len(used) >= per_budget or not np.isfinite(score[i]):
                 break
-            group = groups[i] if groups is not None else i
-            if group in used:
-                continue
-            used.add(group)
-            picks.append(int(i))
-            taken += 1
+            group = space.groups[i] if space.groups is not None else int(i)
+            if group not in used:
+                used.add(group)
+                picks.append(int(i))
     return picks
 
 
