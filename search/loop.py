@@ -7,9 +7,10 @@ resumed loop never measures a config twice), then each round
 1. fits an ensemble of extra-trees on the measured accuracy (each tree is one plausible
    predictor) and, per cost metric of the budgets, the better (5-fold CV) of a ridge and an
    extra-trees model on the measured cost, with the spread of its CV residuals;
-2. per budget, draws one tree (Thompson sampling) plus measurement noise, and picks the
-   unmeasured candidates it ranks best among those whose cost is predicted within the budget
-   with probability >= 1/2 (at most one per group of configs expected to score alike);
+2. per budget, among unmeasured candidates whose cost is predicted within the budget with
+   probability >= 1/2, picks the best by the ensemble's mean (exploit), then the best of
+   each Thompson draw, a random tree plus measurement noise (explore), at most one per
+   group of configs expected to score alike;
 3. measures the picks (one call of `measure`, which may refuse past its own query budget).
 
 The answer per budget is the best *measured* config that meets it (`search.result.choose` on
@@ -209,34 +210,39 @@ def _pick(
     per_budget: int,
     rng: np.random.Generator,
 ) -> list[int]:
-    """Per budget, the `per_budget` candidates one Thompson draw ranks best among those
-    predicted within the budget (probability >= 1/2), one per group, none measured."""
+    """Per budget, among unmeasured candidates predicted within it (probability >= 1/2), the
+    best by the ensemble's mean, then one per Thompson draw (a random tree plus noise)."""
     picks: list[int] = []
     for budget in budgets:
         p_ok = np.ones(len(done))
         for c in budget.constraints:
             mu, sd, transform = models.costs[c.name]
             p_ok *= norm.cdf((transform(c.limit) - mu) / sd)
-        draw = models.per_tree[rng.integers(len(models.per_tree))] + rng.normal(0.0, models.noise, len(done))
-        score = np.where(p_ok >= 0.5, draw, -np.inf)
-        if not np.isfinite(score[~done]).any():  # nothing predicted within: the likeliest first
-            score = p_ok.copy()
-        score[done] = -np.inf
-        score[picks] = -np.inf
-        used: set[Hashable] = set()
-        for i in np.argsort(-score, kind="stable"):
-            if len(used) >= per_budget or not np.isfinite(score[i]):
+        taken: set[Hashable] = set()  # groups picked for this budget
+        for j in range(per_budget):
+            if j == 0:  # exploit: what the ensemble believes on average
+                belief = models.per_tree.mean(0)
+            else:  # explore: one plausible predictor and the measurement noise
+                tree = models.per_tree[rng.integers(len(models.per_tree))]
+                belief = tree + rng.normal(0.0, models.noise, len(done))
+            score = np.where(p_ok >= 0.5, belief, -np.inf)
+            if not np.isfinite(score[~done]).any():  # nothing predicted within: the likeliest first
+                score = p_ok.copy()
+            score[done] = -np.inf
+            score[picks] = -np.inf
+            if space.groups is not None and taken:
+                score[[g in taken for g in space.groups]] = -np.inf
+            best = int(np.argmax(score))
+            if not np.isfinite(score[best]):
                 break
-            group = space.groups[i] if space.groups is not None else int(i)
-            if group not in used:
-                used.add(group)
-                picks.append(int(i))
+            picks.append(best)
+            taken.add(space.groups[best] if space.groups is not None else best)
     return picks
 
 
 def _group_noise(space: LoopSpace, rows: np.ndarray, y: np.ndarray) -> float:
     """Pooled within-group standard deviation of the measured objective (at least 3 degrees
-    of freedom), else a tenth of its spread."""
+    of freedom), else a tenth of its interquartile range."""
     if space.groups is not None:
         by: dict[Hashable, list[float]] = {}
         for r, v in zip(rows, y):
@@ -245,7 +251,8 @@ def _group_noise(space: LoopSpace, rows: np.ndarray, y: np.ndarray) -> float:
         if dof >= 3:
             ss = sum(float(np.sum((np.array(v) - np.mean(v)) ** 2)) for v in by.values())
             return max(float(np.sqrt(ss / dof)), 1e-6)
-    return max(0.1 * float(np.std(y)), 1e-6)
+    q75, q25 = np.percentile(y, [75, 25])
+    return max(0.1 * float(q75 - q25), 1e-6)
 
 
 def _fit_cost(
