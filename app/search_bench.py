@@ -74,7 +74,11 @@ def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     console.print(
         f"mean regret {summary['mean_regret']:.3f} points, exact optimum found for "
         f"{100 * summary['exact_found_share']:.0f}% of budgets; front of {summary['front_size']} cells; "
-        f"{summary['n_optuna_trials']} Optuna trials; {summary['evaluations_per_s']:.0f} evaluations/s"
+        + (
+            f"{summary['stopped']}"
+            if sampler == "loop"
+            else f"{summary['n_optuna_trials']} Optuna trials; {summary['evaluations_per_s']:.0f} evaluations/s"
+        )
     )
     extra = ", queries.csv" if queries else ""
     console.print(f"written: {Path(cfg.out) / 'front.csv'}, evaluated.csv, summary.json, front.png{extra}")

@@ -51,13 +51,22 @@ def _head_epochs(total: int, fraction: float) -> int:
     return min(max(1, round(total * fraction)), total - 1)
 
 
+def _bench_run_name(sampler: str | None, queries: int | None, n_trials: int) -> str:
+    """`loop-q100`, `random-q100` (with queries) or `refined-n1000`: an ofa-search-bench run folder's name."""
+    if queries:
+        return f"{sampler or 'loop'}-q{queries}"
+    return f"{sampler or 'refined'}-n{n_trials}"
+
+
 def register_resolvers() -> None:
     """The OmegaConf resolvers conf/ uses (the delayed-shrinking schedule splits its epochs by a
-    fraction). Idempotent; called before any config is composed."""
+    fraction; ofa-search-bench names its run folder). Idempotent; called before any config is composed."""
     if not OmegaConf.has_resolver("ofa_head_epochs"):
         OmegaConf.register_new_resolver("ofa_head_epochs", _head_epochs)
     if not OmegaConf.has_resolver("ofa_tail_epochs"):
         OmegaConf.register_new_resolver("ofa_tail_epochs", lambda t, f: t - _head_epochs(t, f))
+    if not OmegaConf.has_resolver("ofa_bench_run"):
+        OmegaConf.register_new_resolver("ofa_bench_run", _bench_run_name)
 
 
 def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
