@@ -44,7 +44,7 @@ class LoopSettings:
     per_budget: int | None = None
     seed: int = 0
     trees: int = 64
-    noise: float | None = None  # measurement noise of the objective; None: estimated within groups
+    noise: float | None = None  # the objective's measurement noise; None: estimated within groups
 
     def __post_init__(self) -> None:
         for name in ("queries", "initial", "per_budget", "trees"):
@@ -151,8 +151,9 @@ def run_loop(
     n_random = min(settings.n_initial, settings.queries) - len(result.measurements)
     if n_random > 0:
         free = np.flatnonzero(~done)
-        take([int(i) for i in rng.choice(free, min(n_random, len(free)), replace=False)], 0)
-        report(0, n_random)
+        first = [int(i) for i in rng.choice(free, min(n_random, len(free)), replace=False)]
+        take(first, 0)
+        report(0, len(first))
     round_ = 0
     while len(result.measurements) < settings.queries and not done.all():
         round_ += 1
@@ -160,7 +161,8 @@ def run_loop(
         picks = _pick(space, models, done, budgets, settings.n_per_budget, rng)
         if not picks:
             break
-        take(picks[: settings.queries - len(result.measurements)], round_)
+        picks = picks[: settings.queries - len(result.measurements)]
+        take(picks, round_)
         report(round_, len(picks))
     result.rounds = round_
     return result

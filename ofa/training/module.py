@@ -114,7 +114,8 @@ class SupernetModule(L.LightningModule):
             self.optimizers().optimizer.state.clear()
         self.phases_started.add(index)
         self.print(
-            f"phase {index + 1}/{len(self.schedule.phases)}: {phase.name} ({phase.epochs} epochs; "
+            f"phase {index + 1}/{len(self.schedule.phases)}: {phase.name} "
+            f"({phase.epochs} epoch{'s' if phase.epochs != 1 else ''}; "
             f"each step trains {phase.step_summary})"
         )
 
