@@ -32,7 +32,10 @@ def kendall_tau(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Spearman's rho, nan when either list is constant (e.g. a predictor clipped to its bound)."""
     y_true, y_pred = _pair(y_true, y_pred)
+    if np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
+        return float("nan")
     return float(stats.spearmanr(y_true, y_pred).statistic)
 
 

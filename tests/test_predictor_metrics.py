@@ -101,3 +101,17 @@ def test_calibration_plot_writes_a_png(tmp_path):
     # accuracy-like values (narrow range): linear axes, still a PNG
     acc = rng.uniform(0.9, 0.99, 50)
     assert M.calibration_plot(acc, acc + 0.001, tmp_path / "acc.png", "acc").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rank_correlations_of_a_constant_prediction_are_nan_without_a_warning():
+    import warnings
+
+    from predictors.metrics import kendall_tau, spearman
+
+    truth = np.array([0.91, 0.93, 0.95, 0.97])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy warns on constant input; we answer nan instead
+        assert math.isnan(spearman(truth, np.full(4, 0.95)))
+        assert math.isnan(spearman(np.full(4, 0.95), truth))
+    assert math.isnan(kendall_tau(truth, np.full(4, 0.95)))
+    assert spearman(truth, truth[::-1]) == pytest.approx(-1.0)
