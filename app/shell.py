@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -94,13 +95,28 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+# Lightning's INFO lines that advertise a product instead of reporting the run.
+QUIET_LOG_PREFIXES = ("💡 Tip",)
+LIGHTNING_RANK_ZERO_LOGGER = "lightning.pytorch.utilities.rank_zero"
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(QUIET_LOG_PREFIXES)
+
+
 @contextlib.contextmanager
 def quiet_libraries() -> Iterator[None]:
-    """The library warnings in QUIET_WARNINGS off for the block."""
-    with warnings.catch_warnings():
-        for message in QUIET_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
-        yield
+    """The library warnings in QUIET_WARNINGS and Lightning's adverts off for the block."""
+    log, adverts = logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER), _DropAdverts()
+    log.addFilter(adverts)
+    try:
+        with warnings.catch_warnings():
+            for message in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        log.removeFilter(adverts)
 
 
 @contextlib.contextmanager
