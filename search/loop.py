@@ -21,6 +21,7 @@ estimated from the measured groups; it is what lets the loop try a near-twin of 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,14 @@ class LoopSpace:
         if self.groups is not None and len(self.groups) != n:
             raise ValueError("groups must have one entry per candidate")
 
+    @functools.cached_property
+    def group_ids(self) -> np.ndarray:
+        """An integer group per candidate (each its own without `groups`), for vectorised masks."""
+        if self.groups is None:
+            return np.arange(len(self.candidates))
+        ids: dict[Hashable, int] = {}
+        return np.array([ids.setdefault(g, len(ids)) for g in self.groups])
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -104,6 +113,7 @@ class LoopResult:
 
 
 def meets(values: dict[str, float], budget: Budget) -> bool:
+    """The loop's budgets limit costs from above (latency, power, energy)."""
     return all(values[c.name] <= c.limit for c in budget.constraints)
 
 
@@ -220,7 +230,7 @@ def _pick(
         for c in budget.constraints:
             mu, sd, transform = models.costs[c.name]
             p_ok *= norm.cdf((transform(c.limit) - mu) / sd)
-        taken: set[Hashable] = set()  # groups picked for this budget
+        taken: list[int] = []  # groups picked for this budget
         for j in range(per_budget):
             if j == 0:  # exploit: what the ensemble believes on average
                 belief = models.per_tree.mean(0)
@@ -230,15 +240,13 @@ def _pick(
             score = np.where(p_ok >= 0.5, belief, -np.inf)
             if not np.isfinite(score[~done]).any():  # nothing predicted within: the likeliest first
                 score = p_ok.copy()
-            score[done] = -np.inf
+            score[done | np.isin(space.group_ids, taken)] = -np.inf
             score[picks] = -np.inf
-            if space.groups is not None and taken:
-                score[[g in taken for g in space.groups]] = -np.inf
             best = int(np.argmax(score))
             if not np.isfinite(score[best]):
                 break
             picks.append(best)
-            taken.add(space.groups[best] if space.groups is not None else best)
+            taken.append(int(space.group_ids[best]))
     return picks
 
 
