@@ -154,13 +154,15 @@ def search_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
                            "latency_ms": str(runner.folder("fit") / "latency_ms")},
             "budgets": {"latency_ms": budgets},
             "data": OmegaConf.to_container(cfg.data, resolve=True),
+            "loop": {"measurements": settings["loop_measurements"],
+                     "prior": [str(runner.folder("eval") / "accuracy.csv")]},
             **{k: settings[k] for k in ("n_trials", "population_size", "seed", "bn_calibration_images")},
         })  # fmt: skip
         outcome = run_search(search_cfg, folder, runner.console, show_table=False)
         return {"report": str(folder / "report.json"), "pareto": str(folder / "pareto.png"),
                 "evaluations": outcome.n_evaluations, "budgets_latency_ms": budgets}  # fmt: skip
 
-    return Stage("search", settings, run, needs=("train", "fit"))
+    return Stage("search", settings, run, needs=("train", "eval", "fit"))
 
 
 def predictor_table(fit_summary: dict[str, Any]) -> Table:

@@ -26,8 +26,9 @@ from rich.console import Console
 from torch import nn
 
 from app.progress import progress_bar
-from app.search_measure import Measured, measure_choices
-from app.search_report import BudgetRow, console_table, pareto_png, write_reports
+from app.search_loop import accuracy_on_test_split, answer_choices, run_measured_loop
+from app.search_measure import Measured, measure_accuracy, measure_choices
+from app.search_report import BudgetRow, console_table, mark_ties, pareto_png, write_reports
 from app.shell import UserError, hydra_command, make_console, quiet_optuna, torch_threads
 from ofa.checkpoint import load_supernet, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
@@ -95,6 +96,7 @@ class SearchInputs:
     meta: dict[str, Any]
     metrics: dict[str, Any]  # name -> search.Metric (acc and the hardware targets)
     budgets: list[Any]  # search.Budget, one per budget value
+    predictors: dict[str, Any]  # name -> the fitted Predictor behind each metric (its held-out error)
 
     @property
     def space(self) -> MBV3Space:
@@ -111,15 +113,13 @@ def load_inputs(cfg: DictConfig) -> SearchInputs:
     supernet, meta = load_supernet(checkpoint)
     budget_values = budgets_from(cfg.budgets, profile)
 
-    def predictor(target: str) -> Any:
-        return load_predictor(predictor_path(cfg, target, profile, checkpoint), supernet.space)
-
-    metrics = {"acc": from_predictor("acc", predictor("acc"), "maximize")}
-    for target, unit in HARDWARE_TARGETS.items():
-        if target in budget_values or target == "latency_ms":
-            metrics[target] = from_predictor(target, predictor(target), "minimize", unit)
+    targets = ["acc", *(t for t in HARDWARE_TARGETS if t in budget_values or t == "latency_ms")]
+    predictors = {t: load_predictor(predictor_path(cfg, t, profile, checkpoint), supernet.space) for t in targets}
+    metrics = {"acc": from_predictor("acc", predictors["acc"], "maximize")}
+    for target in targets[1:]:
+        metrics[target] = from_predictor(target, predictors[target], "minimize", HARDWARE_TARGETS[target])
     budgets = [Budget(f"{t}<={v:g}", (Constraint(t, v),)) for t, values in budget_values.items() for v in values]
-    return SearchInputs(profile, checkpoint, supernet, meta, metrics, budgets)
+    return SearchInputs(profile, checkpoint, supernet, meta, metrics, budgets, predictors)
 
 
 def run_engine(cfg: DictConfig, inputs: SearchInputs, console: Console) -> Any:
@@ -143,7 +143,9 @@ def export_choice(cfg: DictConfig, inputs: SearchInputs, row: BudgetRow, arch: A
     export_onnx(net, shape, folder / "model.onnx", exporter=cfg.onnx_exporter or inputs.profile.onnx_exporter)
 
 
-def budget_rows(cfg: DictConfig, inputs: SearchInputs, choices: list[Any], measured: Measured, out: Path) -> list:
+def budget_rows(
+    cfg: DictConfig, inputs: SearchInputs, choices: list[Any], measured: Measured, out: Path, tests: dict[str, tuple]
+) -> list:
     """One `BudgetRow` per budget (exporting each chosen sub-network when `cfg.export`)."""
     rows = []
     for c in choices:
@@ -154,9 +156,10 @@ def budget_rows(cfg: DictConfig, inputs: SearchInputs, choices: list[Any], measu
         arch = c.evaluation.config
         key = arch.key()
         folder = out / "subnets" / _slug(c.budget.name)
+        test = dict(zip(("acc", "se", "n"), tests[key])) if key in tests else {}
         row = BudgetRow(
             c.budget.name, limits, key, c.message, predicted=dict(c.evaluation.values), measured=measured.of(key),
-            macs=inputs.supernet.count_macs(arch), params=inputs.supernet.count_params(arch),
+            test=test, macs=inputs.supernet.count_macs(arch), params=inputs.supernet.count_params(arch),
             export=str(folder) if cfg.export else None,
         )  # fmt: skip
         if cfg.export:
@@ -165,7 +168,15 @@ def budget_rows(cfg: DictConfig, inputs: SearchInputs, choices: list[Any], measu
     return rows
 
 
-def write_outputs(cfg: DictConfig, inputs: SearchInputs, result: Any, rows: list[BudgetRow], out: Path, seconds: float):
+def write_outputs(
+    cfg: DictConfig,
+    inputs: SearchInputs,
+    result: Any,
+    rows: list[BudgetRow],
+    out: Path,
+    extra: dict[str, Any],
+    measured_points: list[tuple[float, float]],
+) -> None:
     """evaluations.csv, front.csv, report.json, report.md, pareto.png (and W&B when enabled)."""
     columns = ["arch", *inputs.metrics, "feasible", "trial"]
     atomic_write_csv(out / "evaluations.csv", result.rows(), columns)
@@ -179,13 +190,13 @@ def write_outputs(cfg: DictConfig, inputs: SearchInputs, result: Any, rows: list
         "predictors": {m: str(predictor_path(cfg, m, profile, inputs.checkpoint)) for m in inputs.metrics},
         "evaluations": result.n_evaluations,
         "stopped": result.stopped,
-        "seconds": round(seconds, 1),
+        **extra,
     }
     write_reports(out, rows, header)
     points = [(e.values["latency_ms"], e.values["acc"]) for e in result.evaluations]
     front = [(e.values["latency_ms"], e.values["acc"]) for e in result.front]
     title = f"{profile.name}: {result.n_evaluations} sub-networks evaluated by the predictors"
-    pareto_png(out / "pareto.png", points, front, rows, title)
+    pareto_png(out / "pareto.png", points, front, rows, title, measured_points)
     if cfg.wandb.enabled:
         from app.search_wandb import log_search
 
@@ -206,22 +217,57 @@ def run_search(cfg: DictConfig, out: Path, console: Console | None = None, show_
         f"{inputs.checkpoint} ({inputs.space.name}), {len(inputs.budgets)} budgets, {cfg.n_trials} evaluations"
     )
     result = run_engine(cfg, inputs, console)
-    choices = result.select(inputs.budgets)
+    dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=inputs.meta["info"].get("seed", 0))
+    choices, measured, extra, points = choose_and_measure(cfg, inputs, result, dm, out, console)
     for c in choices:
         if not c.ok:
             console.print(f"[yellow]{c.message}[/]")
     chosen = list(dict.fromkeys(c.evaluation.config for c in choices if c.ok))
-    dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=inputs.meta["info"].get("seed", 0))
-    measured = measure_choices(profile, inputs.supernet, dm, chosen, cfg, out, console)
-    rows = budget_rows(cfg, inputs, choices, measured, out)
+    with console.status(f"measuring {len(chosen)} answers on the test split"):
+        tests = accuracy_on_test_split(inputs, dm, chosen, int(cfg.bn_calibration_images))
+    rows = mark_ties(budget_rows(cfg, inputs, choices, measured, out, tests))
     seconds = time.perf_counter() - start
-    write_outputs(cfg, inputs, result, rows, out, seconds)
+    write_outputs(cfg, inputs, result, rows, out, {**extra, "seconds": round(seconds, 1)}, points)
     if show_table:
         console.print(console_table(rows, profile.name))
     console.print(f"written: {out}/report.md, report.json, pareto.png, subnets/ ({seconds:.0f} s)")
     if not any(r.ok for r in rows):
         raise search.NoFeasibleArch("; ".join(r.message for r in rows))
     return SearchOutcome(out, rows, result.n_evaluations, seconds)
+
+
+def choose_and_measure(
+    cfg: DictConfig, inputs: SearchInputs, result: Any, dm: ImageDataModule, out: Path, console: Console
+) -> tuple[list[Any], Measured, dict[str, Any], list[tuple[float, float]]]:
+    """Per budget, the answer and its measured figures: with `loop.measurements` > 0 the best
+    sub-network measured in the loop's rounds, else the predictors' choice measured afterwards.
+    Also the (latency, validation accuracy) of every sub-network measured, for the plot."""
+    if int(cfg.loop.measurements) <= 0:
+        choices = result.select(inputs.budgets)
+        chosen = list(dict.fromkeys(c.evaluation.config for c in choices if c.ok))
+        measured = measure_choices(inputs.profile, inputs.supernet, dm, chosen, cfg, out, console)
+        return choices, measured, {"answers": "chosen by the predictors, then measured"}, []
+    run = run_measured_loop(cfg, inputs, [e.config for e in result.evaluations], dm, out, console)
+    choices = answer_choices(run, inputs)
+    chosen = list(dict.fromkeys(c.evaluation.config for c in choices if c.ok))
+    with console.status(f"extracting the {len(chosen)} answers"):
+        measured = measure_accuracy(inputs.supernet, dm, chosen, int(cfg.bn_calibration_images))
+    by_key = {m.key: m for m in run.measurements}
+    table = [{"arch": m.key, "acc": m.values["acc"], "latency_ms": m.values.get("latency_ms"),
+              "latency_source": run.sources.get(m.key, ""), "round": m.round} for m in run.measurements]  # fmt: skip
+    atomic_write_csv(out / "measured.csv", table, ["arch", "acc", "latency_ms", "latency_source", "round"])
+    measured.latency_ms = {k: by_key[k].values["latency_ms"] for k in measured.acc
+                           if run.sources.get(k) == "measured"}  # fmt: skip
+    extra = {
+        "answers": "the best measured sub-network meeting each budget (validation split)",
+        "measured": len(run.measurements),
+        "measured_by_loop": run.n_new,
+        "loop": f"{run.rounds} rounds; {run.stopped}",
+        "validation_images": len(dm.val_set),
+        "test_images": len(dm.test_set) if dm.test_set is not None else 0,
+    }
+    points = [(m.values["latency_ms"], m.values["acc"]) for m in run.measurements if "latency_ms" in m.values]
+    return choices, measured, extra, points
 
 
 @hydra_command("search")

@@ -26,10 +26,12 @@ class BudgetRow:
     arch: str | None  # None: nothing met the budget
     message: str
     predicted: dict[str, float] = field(default_factory=dict)
-    measured: dict[str, float] = field(default_factory=dict)
+    measured: dict[str, float] = field(default_factory=dict)  # acc on the validation split
+    test: dict[str, float] = field(default_factory=dict)  # acc, se (binomial) and n on the test split
     macs: int | None = None
     params: int | None = None
     export: str | None = None
+    note: str = ""  # e.g. that this answer's test accuracy is within noise of another budget's
 
     @property
     def ok(self) -> bool:
@@ -57,27 +59,54 @@ def short_arch(key: str) -> str:
     return f"r{arch.r} d{depths} #{hashlib.sha1(key.encode()).hexdigest()[:6]}"
 
 
+def _test(row: BudgetRow) -> str:
+    if "acc" not in row.test:
+        return "-"
+    return f"{100 * row.test['acc']:.2f} ± {100 * row.test['se']:.2f}"
+
+
+def mark_ties(rows: list[BudgetRow], z: float = 2.0) -> list[BudgetRow]:
+    """Note where a budget's answer differs from the previous budget's by less than their noise
+    on the test split (|difference| < z x the combined standard error): do not rank those."""
+    previous: BudgetRow | None = None
+    for r in rows:
+        if not (r.ok and "acc" in r.test):
+            continue
+        if previous is not None and previous.arch != r.arch:
+            diff = r.test["acc"] - previous.test["acc"]
+            noise = z * (r.test["se"] ** 2 + previous.test["se"] ** 2) ** 0.5
+            if abs(diff) < noise:
+                r.note = f"within noise of {previous.budget} ({100 * diff:+.2f} pt, noise ±{100 * noise:.2f})"
+        previous = r
+    return rows
+
+
 def _limits_text(limits: dict[str, float]) -> str:
     return ", ".join(f"{k} <= {v:g}" for k, v in limits.items())
 
 
 def console_table(rows: Sequence[BudgetRow], device: str) -> Table:
-    table = Table(title=f"ofa-search on {device}: chosen sub-networks (predicted vs measured)")
-    for col in ("budget", "acc % pred", "acc % meas", "latency ms pred", "latency ms meas", "MMACs", "arch"):
+    table = Table(title=f"ofa-search on {device}: the answer per budget (measured first, predicted beside)")
+    columns = ("budget", "acc % test ± SE", "acc % val", "acc % pred", "latency ms meas", "latency ms pred",
+               "MMACs", "arch")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="left" if col in ("budget", "arch") else "right")
     for r in rows:
         if not r.ok:
-            table.add_row(_limits_text(r.limits), "-", "-", "-", "-", "-", "NONE MEETS IT (see report.md)")
+            table.add_row(_limits_text(r.limits), "-", "-", "-", "-", "-", "-", "NONE MEETS IT (see report.md)")
             continue
         table.add_row(
             _limits_text(r.limits),
-            _acc(r, "predicted"),
+            _test(r) + (" ~" if r.note else ""),
             _acc(r, "measured"),
-            _num(r.predicted.get("latency_ms"), ".3f"),
+            _acc(r, "predicted"),
             _num(r.measured.get("latency_ms"), ".3f"),
+            _num(r.predicted.get("latency_ms"), ".3f"),
             _num(r.macs / 1e6 if r.macs is not None else None, ".2f"),
             short_arch(r.arch or ""),
         )
+    if any(r.note for r in rows):
+        table.caption = "~: within noise of the budget above (report.md); do not rank these two"
     return table
 
 
@@ -86,19 +115,23 @@ def markdown(rows: Sequence[BudgetRow], header: dict[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in header.items() if k != "device"]
     lines += [
         "",
-        "| budget | acc % predicted | acc % measured | latency ms predicted | latency ms measured | MMACs | arch |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| budget | acc % test ± SE | acc % validation | acc % predicted | latency ms measured "
+        "| latency ms predicted | MMACs | arch |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         if r.ok:
             lat_p, lat_m = _num(r.predicted.get("latency_ms"), ".3f"), _num(r.measured.get("latency_ms"), ".3f")
             mmacs = _num(r.macs / 1e6 if r.macs is not None else None, ".2f")
             lines.append(
-                f"| {_limits_text(r.limits)} | {_acc(r, 'predicted')} | {_acc(r, 'measured')} | "
-                f"{lat_p} | {lat_m} | {mmacs} | `{r.arch}` |"
+                f"| {_limits_text(r.limits)} | {_test(r)} | {_acc(r, 'measured')} | {_acc(r, 'predicted')} | "
+                f"{lat_m} | {lat_p} | {mmacs} | `{r.arch}` |"
             )
         else:
-            lines.append(f"| {_limits_text(r.limits)} | - | - | - | - | - | none meets it |")
+            lines.append(f"| {_limits_text(r.limits)} | - | - | - | - | - | - | none meets it |")
+    notes = [f"- {r.budget}: {r.note}" for r in rows if r.note]
+    if notes:
+        lines += ["", "## Answers within noise of each other", ""] + notes
     unmet = [r.message for r in rows if not r.ok]
     if unmet:
         lines += ["", "## Budgets nothing meets", ""] + [f"- {m}" for m in unmet]
@@ -111,9 +144,11 @@ def pareto_png(
     front: Sequence[tuple[float, float]],
     rows: Sequence[BudgetRow],
     title: str,
+    measured: Sequence[tuple[float, float]] = (),
 ) -> Path:
-    """Predicted latency vs accuracy of every evaluated arch, the front, each budget's choice
-    (predicted, and measured when it was measured) and the budget limits."""
+    """Predicted latency vs accuracy of every evaluated arch, the front, the sub-networks the
+    loop chose from (measured), each budget's answer (predicted, and measured when it was
+    measured) and the budget limits."""
     import io
 
     import matplotlib
@@ -128,6 +163,9 @@ def pareto_png(
     if front:
         xs, ys = zip(*sorted(front))
         ax.step(xs, [100 * y for y in ys], where="post", c="tab:blue", lw=1.2, label="Pareto front (predicted)")
+    if measured:
+        xs, ys = zip(*measured)
+        ax.scatter(xs, [100 * y for y in ys], s=10, c="k", marker="o", alpha=0.6, label="measured (validation)")
     for i, r in enumerate(rows):
         limit = r.limits.get("latency_ms")
         if limit is not None:

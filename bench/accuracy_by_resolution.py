@@ -6,7 +6,7 @@ with it, Kendall tau between accuracy and MACs stays near zero however well the 
 trained. Prints, per resolution, the mean accuracy and MACs, and per pair of resolutions the
 paired difference (median and min-max over the architectures).
 
-    .venv/bin/python bench/accuracy_by_resolution.py runs/train/mnist5k-progressive_shrinking [--archs 8]
+    .venv/bin/python bench/accuracy_by_resolution.py runs/train/mnist5k-sandwich [--archs 8]
 """
 
 from __future__ import annotations

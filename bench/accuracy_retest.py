@@ -8,7 +8,7 @@ sub-networks of an `ofa-eval-subnets` table (BN recalibrated exactly as there) o
 halves of the validation split (even and odd images) and prints Kendall tau between the two
 halves, beside the accuracy predictor's held-out tau against the full split.
 
-    .venv/bin/python bench/accuracy_retest.py runs/train/mnist5k-progressive_shrinking \
+    .venv/bin/python bench/accuracy_retest.py runs/train/mnist5k-sandwich \
         [--table <run>/accuracy.csv] [--predictor <run>/predictors/acc] [--n 200] [--data mnist5k]
 """
 

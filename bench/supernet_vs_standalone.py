@@ -10,7 +10,7 @@ sub-networks: of 500 archs drawn at the middle resolution with a fixed seed, the
 MACs lie closest to the geometric mean of the smallest's and the largest's. They are the same
 for every supernet of the space, and they are what a budget in the middle of the space gets.
 
-    .venv/bin/python bench/supernet_vs_standalone.py runs/train/mnist5k-progressive_shrinking \
+    .venv/bin/python bench/supernet_vs_standalone.py runs/train/mnist5k-sandwich \
         [--archs mid0 mid1 mid2] [--seeds 3] [--lr 0.1]
 """
 

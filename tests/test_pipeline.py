@@ -6,6 +6,7 @@ evaluations) is shared by the tests of this module.
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from hydra import compose, initialize_config_dir
 from app.pipeline import run_pipeline
 from app.shell import CONF_DIR
 from ofa.export import load_subnet
+from ofa.space import ArchConfig
 from tests.conftest import user_error_line
 
 SMALL = [
@@ -38,6 +40,7 @@ SMALL = [
     "stages.search.n_trials=300",
     "stages.search.population_size=50",
     "stages.search.bn_calibration_images=128",
+    "stages.search.loop_measurements=4",
 ]
 STAGES = ["train", "eval", "profile", "fit", "search"]
 
@@ -69,11 +72,58 @@ def test_every_stage_completes_and_the_report_answers_every_budget(run_dir):
     assert limits == sorted(limits)
     for b in budgets:
         assert b["arch"], b["message"]
-        assert b["predicted"]["latency_ms"] <= b["limits"]["latency_ms"]  # feasible by the predictor
-        assert 0.0 <= b["measured"]["acc"] <= 1.0 and b["measured"]["latency_ms"] > 0
+        assert b["measured"]["latency_ms"] <= b["limits"]["latency_ms"]  # feasible as measured
+        assert 0.0 <= b["measured"]["acc"] <= 1.0 and b["predicted"]["latency_ms"] > 0
+        assert 0.0 <= b["test"]["acc"] <= 1.0 and 0.0 < b["test"]["se"] < 0.1 and b["test"]["n"] > 0
         assert b["macs"] > 0 and b["params"] > 0
+    assert report["measured"] == 14 + 4  # the eval table's sub-networks and the loop's
     assert (run_dir / "search" / "pareto.png").stat().st_size > 10_000
     assert "| budget |" in (run_dir / "search" / "report.md").read_text()
+
+
+def test_no_answer_is_beaten_by_a_subnetwork_the_run_measured(run_dir):
+    """The run's own tables: every sub-network the eval stage or the loop measured that meets a
+    budget (measured latency, or predicted with the margin) is no more accurate than its answer."""
+    report = json.loads((run_dir / "search" / "report.json").read_text())
+    with open(run_dir / "search" / "measured.csv", newline="") as f:
+        measured = {r["arch"]: r for r in csv.DictReader(f)}
+    with open(run_dir / "eval" / "accuracy.csv", newline="") as f:
+        evaluated = [ArchConfig.from_csv_fields(r).key() for r in csv.DictReader(f)]
+    assert set(evaluated) <= set(measured)  # the eval table's sub-networks were candidates too
+    assert {r["latency_source"] for r in measured.values()} <= {"measured", "predicted + margin"}
+    for b in report["budgets"]:
+        limit, answer = b["limits"]["latency_ms"], measured[b["arch"]]
+        assert answer["latency_source"] == "measured"  # the device runs here: the answer's latency is measured
+        for r in measured.values():
+            if float(r["latency_ms"]) <= limit:
+                assert float(r["acc"]) <= float(answer["acc"]), (b["budget"], r["arch"])
+    smallest = min(measured.values(), key=lambda r: float(r["latency_ms"]))
+    assert all(b["measured"]["acc"] >= float(smallest["acc"]) for b in report["budgets"])
+
+
+def test_a_resumed_loop_measures_nothing_twice(run_dir, tmp_path):
+    from app.search import run_search
+
+    def search(measurements: int) -> list[str]:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("search", overrides=[
+                f"checkpoint={run_dir / 'train'}", f"predictors.acc={run_dir / 'fit' / 'acc'}",
+                f"predictors.latency_ms={run_dir / 'fit' / 'latency_ms'}",
+                f"loop.prior=[{run_dir / 'eval' / 'accuracy.csv'}]",
+                "budgets.latency_ms=[100]", "n_trials=60", "population_size=20", "measure_latency=false",
+                "export=false", "bn_calibration_images=64", f"loop.measurements={measurements}", "loop.per_budget=1",
+            ])  # fmt: skip
+        run_search(cfg, tmp_path)
+        with open(tmp_path / "measured_accuracy.csv", newline="") as f:
+            return [ArchConfig.from_csv_fields(r).key() for r in csv.DictReader(f)]
+
+    first = search(2)
+    assert len(first) == 2
+    second = search(3)  # as if the first had been interrupted: it finishes, measuring one more
+    assert second[:2] == first and len(second) == len(set(second)) == 3
+    with open(run_dir / "eval" / "accuracy.csv", newline="") as f:
+        assert not {ArchConfig.from_csv_fields(r).key() for r in csv.DictReader(f)} & set(second)
+    assert search(3) == second  # done: a rerun measures nothing
 
 
 def test_exported_onnx_matches_the_torch_subnetwork(run_dir):
@@ -105,12 +155,14 @@ def test_search_command_refuses_an_impossible_budget_in_one_line(run_dir, tmp_pa
     cmd = [
         sys.executable, "-m", "app.search", f"checkpoint={run_dir / 'train'}", "threads=1",
         f"predictors.acc={run_dir / 'fit' / 'acc'}", f"predictors.latency_ms={run_dir / 'fit' / 'latency_ms'}",
-        "budgets.latency_ms=[0.001]", "n_trials=100", "population_size=20", f"hydra.run.dir={tmp_path}",
+        "budgets.latency_ms=[0.001]", "n_trials=100", "population_size=20", "loop.measurements=2",
+        f"hydra.run.dir={tmp_path}",
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("error: NoFeasibleArch: budget 'latency_ms<=0.001'") and "closest:" in line
+    assert "measured sub-networks meets it" in line  # after every round of the loop
     assert "Traceback" not in out.stdout + out.stderr
     assert (tmp_path / "report.md").is_file()  # what was found is still written
 
@@ -164,7 +216,7 @@ def test_search_logs_its_table_and_plots_to_an_offline_wandb_run(run_dir, tmp_pa
         sys.executable, "-m", "app.search", f"checkpoint={run_dir / 'train'}", "threads=1",
         f"predictors.acc={run_dir / 'fit' / 'acc'}", f"predictors.latency_ms={run_dir / 'fit' / 'latency_ms'}",
         "budgets.latency_ms=[100]", "n_trials=60", "population_size=20", "measure_latency=false", "export=false",
-        "wandb.enabled=true", "wandb.mode=offline", f"hydra.run.dir={tmp_path}",
+        "loop.measurements=0", "wandb.enabled=true", "wandb.mode=offline", f"hydra.run.dir={tmp_path}",
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

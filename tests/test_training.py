@@ -24,7 +24,8 @@ from ofa.training.module import SupernetModule
 from ofa.training.schedule import Phase, Schedule
 from tests.conftest import user_error_line
 
-SMOKE = ["experiment=smoke"]
+# Progressive shrinking: the schedule with the most phases (reorganisation, phase hand-offs).
+SMOKE = ["experiment=smoke", "schedule=progressive_shrinking"]
 PS_PHASES = ["full", "kernel", "depth_1", "depth_2", "expand_1", "expand_2"]
 
 
@@ -39,7 +40,7 @@ def ofa_cmd(module: str, *args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> tuple[Path, object]:
-    """One real smoke run of the default schedule, shared by the tests that read its outputs."""
+    """One real smoke run of progressive shrinking, shared by the tests that read its outputs."""
     run_dir = tmp_path_factory.mktemp("smoke")
     result = train(compose_cfg("train", SMOKE), run_dir)
     return run_dir, result

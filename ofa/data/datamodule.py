@@ -67,7 +67,8 @@ class DataSpec:
 
     name: str = "mnist5k"
     root: str | None = None  # a local copy (CIFAR, ImageFolder); the embedded datasets need none
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2  # share of the dataset held out from training
+    test_fraction: float = 0.0  # share of the held-out images kept for the final test (0: none)
     batch_size: int = 64
     eval_batch_size: int = 256
     num_workers: int = 0
@@ -85,6 +86,8 @@ class DataSpec:
             raise ValueError(f"dataset {self.name!r} reads a local copy: set data.root=<path>")
         if self.batch_size < 1:
             raise ValueError(f"batch_size = {self.batch_size} must be at least 1")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction = {self.test_fraction} is not allowed; allowed: 0 <= test_fraction < 1")
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -106,8 +109,10 @@ class ImageDataModule(L.LightningDataModule):
         self.augment = Augment(spec.shift, spec.hflip)
         self.seed = spec.seed
         self.image_size = spec.image_size
+        self.test_fraction = spec.test_fraction
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
         self.num_classes: int | None = None
 
     # --- datasets -------------------------------------------------------------------
@@ -116,20 +121,34 @@ class ImageDataModule(L.LightningDataModule):
             return
         if self.name in EMBEDDED:
             data = load_embedded(self.name)
-            train_idx, val_idx = stratified_split(data.labels.numpy(), self.val_fraction, self.seed)
+            labels = data.labels.numpy()
+            train_idx, held_idx = stratified_split(labels, self.val_fraction, self.seed)
             full = TensorDataset(data.images, data.labels)
-            self.train_set, self.val_set = Subset(full, train_idx), Subset(full, val_idx)
+            self.train_set = Subset(full, train_idx)
             self.num_classes = data.num_classes
         elif self.name == "imagefolder":
             self.train_set = load_local(self.name, self.root, train=True, image_size=self.image_size)
-            self.val_set = load_local(self.name, self.root, train=False, image_size=self.image_size)
+            full = load_local(self.name, self.root, train=False, image_size=self.image_size)
+            labels, held_idx = np.asarray(full.targets), np.arange(len(full))
             self.num_classes = len(self.train_set.classes)
         else:
             full = load_local(self.name, self.root, train=True)
             labels = np.asarray(full.targets)
-            train_idx, val_idx = stratified_split(labels, self.val_fraction, self.seed)
-            self.train_set, self.val_set = Subset(full, train_idx), Subset(full, val_idx)
+            train_idx, held_idx = stratified_split(labels, self.val_fraction, self.seed)
+            self.train_set = Subset(full, train_idx)
             self.num_classes = 10 if self.name == "cifar10" else 100
+        val_idx, test_idx = self._split_held_out(labels, held_idx)
+        self.val_set = Subset(full, val_idx)
+        self.test_set = Subset(full, test_idx) if len(test_idx) else None
+
+    def _split_held_out(self, labels: np.ndarray, held_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(validation, test) indices: `test_fraction` of the held-out images, stratified, are
+        kept for the final test, so the images that choose an answer are not those that report it.
+        The training split does not move with `test_fraction`."""
+        if self.test_fraction == 0.0:
+            return held_idx, held_idx[:0]
+        keep, test = stratified_split(labels[held_idx], self.test_fraction, self.seed + 1)
+        return held_idx[keep], held_idx[test]
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
@@ -150,6 +169,12 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         self.setup()
         return self._loader(self.val_set, False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup()
+        if self.test_set is None:
+            raise ValueError(f"dataset {self.name!r} has no test split; allowed: data.test_fraction > 0")
+        return self._loader(self.test_set, False, self.eval_batch_size)
 
     # --- batches --------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
