@@ -90,9 +90,10 @@ class SubnetMeasurer:
         if measure and self.latency_here and archs:
             measured = self._measure_latency(self.inputs.profile, self.inputs.supernet, list(archs), self.out,
                                              self.cfg.measure_latency, self.console)  # fmt: skip
+        predicted = {t: self.predicted(t, archs) * (1 + m) for t, m in self.margins.items()}
         figures, sources = [], []
-        for arch in archs:
-            values = {t: self.predicted(t, arch) * (1 + self.margins[t]) for t in self.margins}
+        for i, arch in enumerate(archs):
+            values = {t: float(v[i]) for t, v in predicted.items()}
             key = arch.key()
             if key in measured:
                 values["latency_ms"] = measured[key]
@@ -100,8 +101,8 @@ class SubnetMeasurer:
             sources.append("measured" if key in measured else "predicted + margin")
         return figures, sources
 
-    def predicted(self, target: str, arch: ArchConfig) -> float:
-        return float(self.inputs.metrics[target].fn([arch])[0]) if target in self.inputs.metrics else math.nan
+    def predicted(self, target: str, archs: Sequence[ArchConfig]) -> np.ndarray:
+        return np.asarray(self.inputs.metrics[target].fn(list(archs)), dtype=float) if archs else np.zeros(0)
 
     def __call__(self, archs: list[ArchConfig]) -> list[dict[str, float]]:
         acc = self.accuracy(archs)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from app.shell import make_console
+from app.shell import make_console, quiet_libraries
 from ofa.checkpoint import load_supernet, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
 from ofa.evaluation import count_correct, recalibrate_bn
@@ -61,8 +61,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.1, help="peak LR of the standalone runs")
     parser.add_argument("--epochs", type=int, default=None, help="default: the supernet schedule's epochs")
     args = parser.parse_args()
+    with quiet_libraries():  # Lightning's adverts, as the commands drop them
+        compare(args, make_console())
 
-    console = make_console()
+
+def compare(args: argparse.Namespace, console) -> None:
+    """Each named sub-network from the supernet and trained alone, printed as it goes, then a table."""
     supernet, meta = load_supernet(resolve_checkpoint(args.checkpoint))
     info = meta["info"]
     epochs = args.epochs or int(info["epochs"])
