@@ -7,12 +7,14 @@ training images. Doing this on the extracted copy leaves the supernet's statisti
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 if TYPE_CHECKING:
     from ofa.arch import ArchConfig
@@ -29,19 +31,54 @@ def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, images: torch.Tensor, resolution: int, batch_size: int = 256) -> nn.Module:
-    """Replace every BN's running statistics with the exact mean/variance over `images`
-    (cumulative average over batches), then return the model in eval mode."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    for start in range(0, len(images), batch_size):
-        model(resize(images[start : start + batch_size], resolution))
-    for m, momentum in zip(bns, saved):
-        m.momentum = momentum
-    return model.eval()
+    """Set every BN's running statistics as OFA's `set_running_statistics` does, then return the
+    model in eval mode.
+
+    Each batch is normalised with its own mean and biased variance (as in training); a BN's
+    running mean and variance become the averages of these per-batch values weighted by batch
+    size (not PyTorch's cumulative average, which stores the unbiased variance and weighs every
+    batch alike). A BN that sees no batch keeps its statistics; an elastic BN that runs fewer
+    channels sets only those.
+    """
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
+    saved = {bn: (bn.running_mean.clone(), bn.running_var.clone()) for bn in bns}
+    sums: dict[nn.Module, list] = {}
+    hooks = [bn.register_forward_pre_hook(functools.partial(_use_batch_statistics, sums=sums)) for bn in bns]
+    model.eval()  # BN then normalises with its running buffers, which the hook sets to the batch's statistics
+    try:
+        for start in range(0, len(images), batch_size):
+            model(resize(images[start : start + batch_size], resolution))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for bn, (mean, var) in saved.items():
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+    for bn, (count, mean_sum, var_sum) in sums.items():
+        channels = mean_sum.shape[0]
+        bn.running_mean[:channels] = mean_sum / count
+        bn.running_var[:channels] = var_sum / count
+    return model
+
+
+def _use_batch_statistics(bn: _BatchNorm, inputs: tuple[torch.Tensor, ...], sums: dict) -> None:
+    """Forward pre-hook: put the batch's mean and biased variance (two passes, as the reference:
+    PyTorch's fused training kernel sums channels-last inputs with ~1e-5 relative error) in the
+    running buffers the eval-mode BN is about to use, and add them, weighted by the batch size,
+    to `sums[bn]` = [count, mean sum, variance sum]."""
+    x = inputs[0]
+    dims = [0, *range(2, x.dim())]
+    mean = x.mean(dim=dims)
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    var = (x - mean.view(shape)).square_().mean(dim=dims)  # one temporary the size of x
+    channels, n = mean.shape[0], x.shape[0]
+    bn.running_mean[:channels] = mean
+    bn.running_var[:channels] = var
+    if bn not in sums:
+        sums[bn] = [n, mean * n, var * n]
+    else:
+        entry = sums[bn]
+        entry[0], entry[1], entry[2] = entry[0] + n, entry[1] + mean * n, entry[2] + var * n
 
 
 @torch.no_grad()
