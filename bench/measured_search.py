@@ -17,7 +17,11 @@ predictor (refitted on everything the loop measured) against the measured accura
 answers.
 
     .venv/bin/python bench/measured_search.py runs/train/mnist5k-sandwich [--seeds 3] \
-        [--prior 80] [--loop 30] [--pool 300] [--device cpu-ort] [--work runs/bench/measured_search]
+        [--prior 80] [--loop 30] [--pool 300] [--device cpu-ort] [--budget-quantiles 0.1 0.25 0.5] \
+        [--work runs/bench/measured_search]
+
+Budgets default to the 10th/25th/50th percentile of the pool's latency, so that they bind (the
+device profile's budgets let the space's best accuracy through at the smallest one).
 """
 
 from __future__ import annotations
@@ -62,11 +66,13 @@ def measure_pool(checkpoint: Path, work: Path, args, console) -> tuple[list[dict
     return rows, prior
 
 
-def search_cfg(checkpoint: Path, work: Path, prior: Path, args, seed: int, out: str):
+def search_cfg(checkpoint: Path, work: Path, prior: Path, args, seed: int, out: str, budgets: list[float] = ()):
+    given = [f"budgets.latency_ms=[{','.join(f'{b:.4f}' for b in budgets)}]"] if budgets else []
     return compose_cfg("search", [
         f"checkpoint={checkpoint}", f"device={args.device}", f"predictors.acc={work / 'acc'}",
         f"loop.prior=[{prior}]", f"loop.measurements={args.loop}", f"seed={seed}", f"n_trials={args.trials}",
         "measure_latency=false", "export=false", f"bn_calibration_images={args.calibration}", f"hydra.run.dir={out}",
+        *given,
     ])  # fmt: skip
 
 
@@ -81,11 +87,16 @@ def run_arms(checkpoint: Path, work: Path, pool: list[dict], prior: Path, args, 
     cfg = search_cfg(checkpoint, work, prior, args, 0, str(work / "fit-once"))
     inputs = load_inputs(cfg)
     dm = hydra.utils.instantiate(cfg.data, seed=inputs.meta["info"].get("seed", 0))
-    measurer = SubnetMeasurer(inputs, dm, cfg, work, console)
     for r in pool:
         r["key"] = ArchConfig.from_csv_fields(r).key()
-    figures, _ = measurer.costs([ArchConfig.from_key(r["key"]) for r in pool], measure=False)
+    figures, _ = SubnetMeasurer(inputs, dm, cfg, work, console).costs(
+        [ArchConfig.from_key(r["key"]) for r in pool], measure=False
+    )
     latency = {r["key"]: f["latency_ms"] for r, f in zip(pool, figures)}
+    budgets = [float(np.quantile(list(latency.values()), q)) for q in args.budget_quantiles]
+    if budgets:  # budgets that bind: quantiles of the pool's latency (the profile's own may not)
+        cfg = search_cfg(checkpoint, work, prior, args, 0, str(work / "fit-once"), budgets)
+        inputs = load_inputs(cfg)
     names = [b.name for b in inputs.budgets]
     limits = {b.name: b.constraints[0].limit for b in inputs.budgets}
     result = run_engine(cfg, inputs, console)
@@ -93,7 +104,7 @@ def run_arms(checkpoint: Path, work: Path, pool: list[dict], prior: Path, args, 
     answers["oracle"][0] = {n: best_meeting(pool, latency, limits[n]) for n in names}
     for seed in range(args.seeds):
         out = work / f"loop-seed{seed}"
-        cfg = search_cfg(checkpoint, work, prior, args, seed, str(out))
+        cfg = search_cfg(checkpoint, work, prior, args, seed, str(out), budgets)
         run = run_measured_loop(cfg, load_inputs(cfg), [e.config for e in run_engine(cfg, inputs, console).evaluations],
                                 dm, out, console)  # fmt: skip
         answers["loop"][seed] = {a.budget.name: a.measurement.key if a.measurement else None for a in run.answers}
@@ -114,6 +125,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--device", default="cpu-ort")
+    parser.add_argument("--budget-quantiles", type=float, nargs="*", default=[0.1, 0.25, 0.5],
+                        help="budgets at these quantiles of the pool latency; none: the profile budgets")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("runs/bench/measured_search"))
     args = parser.parse_args()
     register_resolvers()
