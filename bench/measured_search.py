@@ -5,6 +5,8 @@ the corners, then uniform random ones) is measured on the validation split; its 
 `--prior` rows are what `make run`'s eval stage gives the search. Per latency budget:
 
   (a) loop      ofa-search's measurement loop: the prior plus `--loop` measured picks
+      loop-shrunk the same measurements, answered by the best posterior mean (validation
+                  accuracy shrunk toward an out-of-bag model of the others): a candidate rule
   (b) fit-once  the accuracy predictor fitted on the prior, NSGA-II, its choice per budget
   (c) random    the best (validation) of prior + loop-many random pool sub-networks
   (d) oracle    the best (validation) of the whole pool (`--pool`, a near-oracle)
@@ -46,7 +48,7 @@ from ofa.space import ArchConfig
 from ofa.training.eval_subnets import COLUMNS, eval_archs, evaluate_subnets
 from predictors.fit import fit_predictor
 
-ARMS = ("loop", "fit-once", "random", "oracle")
+ARMS = ("loop", "loop-shrunk", "fit-once", "random", "oracle")
 
 
 def compose_cfg(name: str, overrides: list[str]):
@@ -74,6 +76,30 @@ def search_cfg(checkpoint: Path, work: Path, prior: Path, args, seed: int, out: 
         "measure_latency=false", "export=false", f"bn_calibration_images={args.calibration}", f"hydra.run.dir={out}",
         *given,
     ])  # fmt: skip
+
+
+def shrunk_answers(run, inputs, dm) -> dict[str, str | None]:
+    """A candidate rule, not what ofa-search does: per budget the loop's measured sub-network
+    with the best posterior mean, its validation accuracy shrunk toward an out-of-bag
+    extra-trees prediction from the others (less winner's curse than the raw best)."""
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    from app.search_loop import binomial_se, loop_space
+    from search.loop import meets
+
+    ms = run.measurements
+    feats = loop_space([m.config for m in ms], inputs.space).accuracy_features
+    y = np.array([m.values["acc"] for m in ms])
+    et = ExtraTreesRegressor(200, max_features=0.5, bootstrap=True, oob_score=True, random_state=0).fit(feats, y)
+    oob = et.oob_prediction_
+    noise2 = binomial_se(float(np.median(y)), len(dm.val_set)) ** 2
+    model2 = max(float(np.var(y - oob)) - noise2, 1e-6)
+    post = (y / noise2 + oob / model2) / (1 / noise2 + 1 / model2)
+    out = {}
+    for b in inputs.budgets:
+        ok = [i for i, m in enumerate(ms) if meets(m.values, b)]
+        out[b.name] = ms[max(ok, key=lambda i: post[i])].key if ok else None
+    return out
 
 
 def best_meeting(rows: list[dict], latency: dict[str, float], limit: float) -> str | None:
@@ -108,6 +134,7 @@ def run_arms(checkpoint: Path, work: Path, pool: list[dict], prior: Path, args, 
         run = run_measured_loop(cfg, load_inputs(cfg), [e.config for e in run_engine(cfg, inputs, console).evaluations],
                                 dm, out, console)  # fmt: skip
         answers["loop"][seed] = {a.budget.name: a.measurement.key if a.measurement else None for a in run.answers}
+        answers["loop-shrunk"][seed] = shrunk_answers(run, inputs, dm)
         rng = np.random.default_rng(seed)
         drawn = [pool[i] for i in rng.choice(len(pool), args.prior + args.loop, replace=False)]
         answers["random"][seed] = {n: best_meeting(drawn, latency, limits[n]) for n in names}
