@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 from rich.console import Console
 
-from app.progress import progress_bar
+from app.progress import progress_bars
 from app.shell import hydra_command, make_console
 from ofa.checkpoint import load_supernet, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
@@ -25,8 +25,8 @@ def run(cfg: DictConfig, console: Console | None = None) -> tuple[Path, list[dic
     dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=data_seed)
     output = Path(cfg.output) if cfg.output else checkpoint.parent / "accuracy.csv"
     archs = eval_archs(supernet.space, cfg.n_subnets, cfg.seed)
-    with progress_bar(console, "evaluating sub-networks") as on_progress:
-        rows = evaluate_subnets(supernet, dm, archs, output, cfg.bn_calibration_images, on_progress)
+    with progress_bars(console, "evaluating sub-networks", "validation batches") as (on_progress, on_batch):
+        rows = evaluate_subnets(supernet, dm, archs, output, cfg.bn_calibration_images, on_progress, on_batch)
     return output, rows
 
 

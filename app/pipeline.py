@@ -1,15 +1,16 @@
 """The main job (`ofa-pipeline`, the README's first command): the whole pipeline in one run folder.
 
-train the supernet -> evaluate sampled sub-networks (accuracy table) -> profile sub-networks on
-this CPU (latency table) -> fit latency and accuracy predictors -> search the device's budgets
-and export the chosen sub-networks, ending with a table per budget (predicted vs measured) and
-the Pareto plot. Each stage lives in `<run_dir>/<stage>/` and is skipped when
-its output is current (app/stages.py): rerunning is cheap, and a changed config reruns what
-depends on it.
+train the supernet (with `supernet_file=`: import or copy a given one, no training) -> evaluate
+sampled sub-networks (accuracy table) -> profile sub-networks on this CPU (latency table) -> fit
+latency and accuracy predictors -> search the device's budgets and export the chosen
+sub-networks, ending with a table per budget (predicted vs measured) and the Pareto plot. Each
+stage lives in `<run_dir>/<stage>/` and is skipped when its output is current (app/stages.py):
+rerunning is cheap, and a changed config reruns what depends on it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -23,15 +24,19 @@ from rich.console import Console
 from rich.table import Table
 
 from app.fit import report_fit, settings_from
-from app.progress import progress_bar
+from app.import_ofa import check_same_space, import_to
+from app.progress import progress_bar, progress_bars
 from app.search_report import BudgetRow, console_table
-from app.shell import compose, hydra_command, make_console, torch_threads
+from app.shell import CONF_DIR, compose, hydra_command, make_console, torch_threads
 from app.stages import Stage, StageRunner
 from app.train import train
 from ofa.archtable import read_csv
-from ofa.checkpoint import load_supernet
+from ofa.checkpoint import load_supernet, read_supernet_metadata, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
+from ofa.importer import file_sha256
+from ofa.io import atomic_write_bytes
 from ofa.networks import OFAMobileNetV3
+from ofa.space import MBV3Space
 from ofa.training.eval_subnets import eval_archs, evaluate_subnets
 from predictors.fit import fit_predictor
 from predictors.measure.profile import load_profile
@@ -54,7 +59,52 @@ def _space_of(cfg: DictConfig):
     return hydra.utils.instantiate(cfg.supernet).space
 
 
-def train_stage(cfg: DictConfig) -> Stage:
+def supernet_file(cfg: DictConfig) -> Path | None:
+    """`cfg.supernet_file` as a file: a supernet.safetensors, the one in an ofa-train run folder,
+    or an OFA `.pth` (anything not .safetensors); None when the pipeline trains."""
+    given = cfg.get("supernet_file")
+    if not given:
+        return None
+    path = Path(str(given)).expanduser()
+    if path.is_dir():
+        return resolve_checkpoint(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"supernet_file {path} does not exist; allowed: a supernet.safetensors, an ofa-train run folder "
+            "or an OFA .pth file"
+        )
+    return path
+
+
+def import_stage(cfg: DictConfig, source: Path, folder: Path) -> Stage:
+    """The train stage when `supernet_file` is set: no training; the file (an OFA `.pth`
+    imported) becomes `<run_dir>/train/supernet.safetensors`. Its digest is the file's content
+    and the configured space, which the file's must equal."""
+    if folder.resolve() in source.resolve().parents:
+        raise ValueError(f"supernet_file {source} lies in the train stage's own folder {folder}; copy it elsewhere")
+    space = _space_of(cfg)
+    ours = source.suffix == ".safetensors"
+    config = {"supernet_file": {"sha256": file_sha256(source), "format": "ofa-hwnas" if ours else "ofa .pth"},
+              "space": space.fingerprint()}  # fmt: skip
+
+    def run(folder: Path) -> dict[str, Any]:
+        out = folder / "supernet.safetensors"
+        if ours:
+            check_same_space(read_supernet_metadata(source)["space"], space, source.name)
+            atomic_write_bytes(out, source.read_bytes())
+        else:
+            import_to(source, out, space)
+        return {"supernet": str(out), "source": str(source), "sha256": config["supernet_file"]["sha256"],
+                "space": space.name, "trained": False}  # fmt: skip
+
+    return Stage("train", config, run)
+
+
+def train_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
+    source = supernet_file(cfg)
+    if source is not None:
+        return import_stage(cfg, source, runner.folder("train"))
+
     def run(folder: Path) -> dict[str, Any]:
         result = train(cfg, folder)
         return {"supernet": str(folder / "supernet.safetensors"), "metrics": result.metrics,
@@ -68,22 +118,56 @@ def eval_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
 
     def run(folder: Path) -> dict[str, Any]:
         supernet, meta = load_supernet(runner.folder("train") / "supernet.safetensors")
-        dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=meta["info"]["seed"])
+        # The split seed the supernet was trained with; an imported one has none (0, as ofa-search reads it).
+        dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=meta["info"].get("seed", 0))
         archs = eval_archs(supernet.space, settings["n_subnets"], settings["seed"])
-        with progress_bar(runner.console, "evaluating sub-networks") as on_progress:
-            rows = evaluate_subnets(
-                supernet, dm, archs, folder / "accuracy.csv", settings["bn_calibration_images"], on_progress
-            )
+        bars = ("evaluating sub-networks", "validation batches")
+        with progress_bars(runner.console, *bars) as (on_progress, on_batch):
+            rows = evaluate_subnets(supernet, dm, archs, folder / "accuracy.csv", settings["bn_calibration_images"],
+                                    on_progress, on_batch)  # fmt: skip
         accs = sorted(float(r["acc"]) for r in rows)
         return {"table": str(folder / "accuracy.csv"), "n": len(rows), "acc_min": accs[0], "acc_max": accs[-1]}
 
-    return Stage("eval", settings, run, needs=("train",))
+    # With supernet_file set, the train stage's digest does not cover the data: this one does.
+    config = {**settings, "data": _plain(cfg.data)} if cfg.get("supernet_file") else settings
+    return Stage("eval", config, run, needs=("train",))
+
+
+def profile_overrides(cfg: DictConfig, space: MBV3Space) -> dict[str, Any]:
+    """`stages.profile.overrides`, adapted when `space` is not the device profile's own (its
+    `supernet:`, e.g. cpu-ort's mnist): the rows then name this space's config, and latencies are
+    in units of this run's first reference sub-network, not of `timing.reference_ms` (the floor
+    of the profile's own space's reference, meaningless for another space's), unless set here."""
+    settings = _plain(cfg.stages.profile)
+    overrides = copy.deepcopy(settings.get("overrides") or {})
+    own = load_profile(settings["device"], overrides=overrides or None)
+    if hydra.utils.instantiate(OmegaConf.load(own.supernet_config_path())).space.fingerprint() == space.fingerprint():
+        return overrides
+    preset = cfg.supernet.get("preset")
+    if preset and (CONF_DIR / "supernet" / f"{preset}.yaml").is_file():
+        overrides.setdefault("supernet", preset)
+    if own.timing.normalize == "reference":
+        overrides.setdefault("timing", {}).setdefault("reference_ms", None)
+    return overrides
+
+
+def anchored(device: str, overrides: dict[str, Any], table: Path) -> dict[str, Any]:
+    """`overrides` with `timing.reference_ms` pinned to the anchor of the run's own table when
+    the profile normalises to the reference without one: the search then measures latency in
+    the units its latency predictor was fitted in (not those of the device's shipped table)."""
+    timing = load_profile(device, overrides=overrides or None).timing
+    if timing.normalize != "reference" or timing.reference_ms is not None:
+        return overrides
+    anchor = next((row.get("ref_anchor_ms") for row in read_csv(table, "measurement table").rows), None)
+    if not anchor:
+        return overrides
+    return {**overrides, "timing": {**(overrides.get("timing") or {}), "reference_ms": float(anchor)}}
 
 
 def profile_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
     settings = _plain(cfg.stages.profile)
-    profile = load_profile(settings["device"], overrides=settings.get("overrides") or None)
     space = _space_of(cfg)
+    profile = load_profile(settings["device"], overrides=profile_overrides(cfg, space) or None)
     # Latency depends on the architecture only: the profile does not wait for (or rerun after) training.
     config = {**settings, "profile": repr(profile), "space": space.fingerprint()}
 
@@ -149,7 +233,8 @@ def search_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
         OmegaConf.set_struct(search_cfg, False)
         search_cfg.merge_with({
             "checkpoint": str(runner.folder("train") / "supernet.safetensors"),
-            "device_overrides": profile_settings.get("overrides"),
+            "device_overrides": anchored(profile_settings["device"], profile_overrides(cfg, _space_of(cfg)),
+                                         runner.run_dir / "profile" / "measurements.csv"),
             "predictors": {"acc": str(runner.folder("fit") / "acc"),
                            "latency_ms": str(runner.folder("fit") / "latency_ms")},
             "budgets": {"latency_ms": budgets},
@@ -188,7 +273,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, console: Console | None = None)
     start = time.perf_counter()
     summaries: dict[str, Any] = {}
     with torch_threads(cfg.get("threads")):
-        summaries["train"] = runner.run(train_stage(cfg))
+        summaries["train"] = runner.run(train_stage(cfg, runner))
         summaries["eval"] = runner.run(eval_stage(cfg, runner))
         summaries["profile"] = runner.run(profile_stage(cfg, runner))
         summaries["fit"] = runner.run(fit_stage(cfg, runner))

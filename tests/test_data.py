@@ -23,7 +23,7 @@ def test_the_test_split_is_carved_from_the_held_out_images_only(name):
     val, test = indices(split, "val"), indices(split, "test")
     assert not val & test and val | test == indices(plain, "val")
     assert abs(len(test) - len(val)) <= 10  # one image per class at most
-    labels = np.array([int(split.test_set.dataset[i][1]) for i in sorted(test)])
+    labels = split.test_set.dataset.tensors[1][sorted(test)].numpy()
     assert len(np.unique(labels)) == split.num_classes  # stratified: every class is in the test split
     x, y = next(iter(split.test_dataloader()))
     assert x.shape[0] == y.shape[0] > 0

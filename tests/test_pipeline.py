@@ -139,6 +139,7 @@ def test_exported_onnx_matches_the_torch_subnetwork(run_dir):
     assert net.arch.key() == report["budgets"][0]["arch"]
 
 
+@pytest.mark.slow  # a second pipeline / search process (keeps the default run under 8 minutes)
 def test_rerun_skips_current_stages_and_a_changed_setting_reruns_only_its_stage(run_dir, tmp_path):
     copy = tmp_path / "pipeline"  # a copy: the shared run folder stays as the other tests read it
     shutil.copytree(run_dir, copy)
@@ -156,6 +157,7 @@ def test_search_command_refuses_an_impossible_budget_in_one_line(run_dir, tmp_pa
         sys.executable, "-m", "app.search", f"checkpoint={run_dir / 'train'}", "threads=1",
         f"predictors.acc={run_dir / 'fit' / 'acc'}", f"predictors.latency_ms={run_dir / 'fit' / 'latency_ms'}",
         "budgets.latency_ms=[0.001]", "n_trials=100", "population_size=20", "loop.measurements=2",
+        "measure_latency=false",
         f"hydra.run.dir={tmp_path}",
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -211,6 +213,7 @@ def test_search_refuses_predictors_of_another_space(run_dir, shared_data, tmp_pa
         run_search(cfg, tmp_path / "out")
 
 
+@pytest.mark.slow  # a second pipeline / search process (keeps the default run under 8 minutes)
 def test_search_logs_its_table_and_plots_to_an_offline_wandb_run(run_dir, tmp_path):
     cmd = [
         sys.executable, "-m", "app.search", f"checkpoint={run_dir / 'train'}", "threads=1",

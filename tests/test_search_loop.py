@@ -95,7 +95,7 @@ def test_loop_is_deterministic_for_a_seed_and_a_resumed_loop_measures_nothing_tw
     runs = []
     for _ in range(2):
         oracle = TableOracle(table, ACC, XEON, queries=30)
-        loop_search(table, oracle, budgets, LoopSettings(30, seed=5))
+        loop_search(table, oracle, budgets, LoopSettings(30, seed=5, trees=16))
         runs.append(oracle.revealed)
     assert runs[0] == runs[1]
 
@@ -104,7 +104,7 @@ def test_loop_is_deterministic_for_a_seed_and_a_resumed_loop_measures_nothing_tw
     oracle = TableOracle(table, ACC, XEON, queries=10)
     rows = np.stack([table.space.row_of(c) for c in table.archs])
     space = LoopSpace(table.archs, table.archs, nb201.accuracy_features(rows), nb201.cost_features(rows))
-    resumed = run_loop(space, oracle, budgets, LoopSettings(30, seed=5), prior=prior)
+    resumed = run_loop(space, oracle, budgets, LoopSettings(30, seed=5, trees=16), prior=prior)
     assert len(resumed.measurements) == 30 and oracle.spent == 10
     assert not set(oracle.revealed) & set(runs[0][:20])
 
@@ -150,6 +150,14 @@ def test_cli_queries_mode_writes_every_paid_query(shared_data, tmp_path):
     for b in summary["budgets"]:
         assert b["found_arch"] in revealed
 
+
+@pytest.mark.slow  # two more processes (keeps the default run under 8 minutes)
+def test_cli_direct_samplers_spend_the_queries_and_loop_needs_them(shared_data, tmp_path):
+    csv_path = shared_data / "nb201_accuracy_latency.csv"
+    cmd = [
+        sys.executable, "-m", "app.search_bench", f"table={csv_path}", f"accuracy={ACC}",
+        f"latency={XEON}", "queries=30", "seed=1", f"out={tmp_path / 'loop'}",
+    ]  # fmt: skip
     direct = subprocess.run([*cmd[:-1], "sampler=random", f"out={tmp_path / 'random'}"], capture_output=True, text=True)
     assert direct.returncode == 0, direct.stderr
     with open(tmp_path / "random" / "queries.csv", newline="") as f:

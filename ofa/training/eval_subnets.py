@@ -9,7 +9,7 @@ The command is app/eval_subnets.py (`ofa-eval-subnets`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -45,19 +45,25 @@ def evaluate_subnets(
     output: Path,
     bn_calibration_images: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
     """Evaluate the `archs` not yet in `output` and append each row as it is measured; returns
-    every row of the file. `on_progress(done, total)` after each sub-network."""
+    every row of the file. `on_progress(done, total)` after each sub-network; `on_batch(done,
+    total)` after each validation batch read (before the first sub-network), then after each
+    batch a sub-network has classified (a large validation set shows progress inside one)."""
     space = supernet.space
     output = Path(output)
     table = read_arch_table(output, space, COLUMNS) if output.is_file() else None
     rows: list[dict] = list(table.rows) if table else []
     done = set(archs_of(table, space)) if table else set()
     todo = [a for a in archs if a not in done]
+    if not todo:
+        return rows
     images = dm.calibration_images(bn_calibration_images)
-    val_batches = [(dm.normalize(x), y) for x, y in dm.val_dataloader()]
+    check_labels_fit(dm, space)
+    val_batches = _read_batches(dm, on_batch)
     for i, arch in enumerate(todo, start=1):
-        _, acc = subnet_accuracy(supernet, arch, images, val_batches)
+        _, acc = subnet_accuracy(supernet, arch, images, _reporting(val_batches, on_batch))
         rows.append(
             {
                 **arch.to_csv_fields(),
@@ -71,3 +77,32 @@ def evaluate_subnets(
         if on_progress is not None:
             on_progress(i, len(todo))
     return rows
+
+
+def check_labels_fit(dm: ImageDataModule, space: MBV3Space) -> None:
+    """One line when the dataset has more classes than the supernet's classifier predicts (its
+    labels could never be right); fewer are allowed: e.g. ImageNet's first classes only."""
+    dm.setup()
+    if dm.num_classes is not None and dm.num_classes > space.num_classes:
+        raise ValueError(
+            f"dataset {dm.name} has {dm.num_classes} classes but the supernet ({space.name}) predicts "
+            f"{space.num_classes}; allowed: a dataset of at most {space.num_classes} classes"
+        )
+
+
+def _read_batches(dm: ImageDataModule, on_batch: Callable[[int, int], None] | None) -> list:
+    """The normalised validation batches, read once (every sub-network classifies the same)."""
+    loader = dm.val_dataloader()
+    batches = []
+    for x, y in loader:
+        batches.append((dm.normalize(x), y))
+        if on_batch is not None:
+            on_batch(len(batches), len(loader))
+    return batches
+
+
+def _reporting(batches: list, on_batch: Callable[[int, int], None] | None) -> Iterator:
+    for i, batch in enumerate(batches, start=1):
+        yield batch
+        if on_batch is not None:
+            on_batch(i, len(batches))
