@@ -157,7 +157,6 @@ def test_search_command_refuses_an_impossible_budget_in_one_line(run_dir, tmp_pa
         sys.executable, "-m", "app.search", f"checkpoint={run_dir / 'train'}", "threads=1",
         f"predictors.acc={run_dir / 'fit' / 'acc'}", f"predictors.latency_ms={run_dir / 'fit' / 'latency_ms'}",
         "budgets.latency_ms=[0.001]", "n_trials=100", "population_size=20", "loop.measurements=2",
-        "measure_latency=false",
         f"hydra.run.dir={tmp_path}",
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
