@@ -27,6 +27,7 @@ from rich.console import Console
 
 from ofa.archtable import archs_of, read_arch_table, read_csv
 from ofa.data.datamodule import ImageDataModule
+from ofa.errors import UserError
 from ofa.evaluation import subnet_accuracy
 from ofa.space import ArchConfig, MBV3Space
 from ofa.training.eval_subnets import evaluate_subnets
@@ -69,6 +70,7 @@ class SubnetMeasurer:
         self.accuracy_table = out / "measured_accuracy.csv"
         self.latency_here = self._latency_runs_here()
         self.margins = {t: _margin(p) for t, p in inputs.predictors.items() if t in HARDWARE}
+        self.floors = {t: self._floor(t) for t in self.margins}
         self.sources: dict[str, str] = {}  # arch key -> where its hardware figures came from
 
     def _latency_runs_here(self) -> bool:
@@ -102,7 +104,22 @@ class SubnetMeasurer:
         return figures, sources
 
     def predicted(self, target: str, archs: Sequence[ArchConfig]) -> np.ndarray:
-        return np.asarray(self.inputs.metrics[target].fn(list(archs)), dtype=float) if archs else np.zeros(0)
+        """Predicted cost, never below the space's smallest sub-network's: a linear predictor
+        extrapolates to ~0 or below far from its table, and such a figure meets any budget."""
+        if not archs:
+            return np.zeros(0)
+        return np.maximum(np.asarray(self.inputs.metrics[target].fn(list(archs)), dtype=float), self.floors[target])
+
+    def _floor(self, target: str) -> float:
+        space = self.inputs.space
+        smallest = [space.smallest(r) for r in space.resolutions]
+        floor = float(np.min(self.inputs.metrics[target].fn(smallest)))
+        if floor <= 0:
+            raise UserError(
+                f"the {target} predictor predicts {floor:.4g} for the space's smallest sub-network; a cost predictor "
+                "must predict positive costs (refit it: ofa-fit, or measure the latency here: measure_latency=true)"
+            )
+        return floor
 
     def __call__(self, archs: list[ArchConfig]) -> list[dict[str, float]]:
         acc = self.accuracy(archs)

@@ -227,3 +227,39 @@ def test_search_logs_its_table_and_plots_to_an_offline_wandb_run(run_dir, tmp_pa
     records = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
     for key in (b"search/choices", b"search/evaluated", b"search/pareto"):
         assert key in records, key
+
+
+def test_loop_never_believes_a_predicted_cost_below_the_smallest_subnets(run_dir, tmp_path):
+    """Where latency is not measured, a predicted cost is floored at the space's smallest
+    sub-network's prediction: a linear predictor's extrapolation to ~0 (or below) meets any budget."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from app.search import load_inputs
+    from app.search_loop import SubnetMeasurer
+    from ofa.errors import UserError
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("search", overrides=[
+            f"checkpoint={run_dir / 'train'}", "measure_latency=false",
+            f"predictors.acc={run_dir / 'fit' / 'acc'}", f"predictors.latency_ms={run_dir / 'fit' / 'latency_ms'}",
+        ])  # fmt: skip
+    inputs = load_inputs(cfg)
+    real, space = inputs.metrics["latency_ms"], inputs.space
+    smallest = {space.smallest(r) for r in space.resolutions}
+    floor = float(np.min(real.fn(list(smallest))))
+    archs = [space.sample(torch.Generator().manual_seed(i)) for i in range(50)]
+    # A predictor right at the corner and far too low elsewhere (as a ridge extrapolating):
+    too_low = replace(real, fn=lambda a: [real.fn([x])[0] - (0 if x in smallest else 10 * floor) for x in a])
+    inputs.metrics["latency_ms"] = too_low
+    measurer = SubnetMeasurer(inputs, SimpleNamespace(), cfg, tmp_path, Console(quiet=True))
+    assert min(too_low.fn(archs)) < 0  # what the loop would have believed
+    figures, sources = measurer.costs(archs, measure=False)
+    assert set(sources) == {"predicted + margin"}
+    assert min(f["latency_ms"] for f in figures) >= floor > 0
+    # A predictor that is not positive even at the smallest sub-network is refused in one line.
+    inputs.metrics["latency_ms"] = replace(real, fn=lambda a: np.asarray(real.fn(a)) - 2 * floor)
+    with pytest.raises(UserError, match="smallest sub-network"):
+        SubnetMeasurer(inputs, SimpleNamespace(), cfg, tmp_path, Console(quiet=True))
