@@ -27,7 +27,7 @@ from app.fit import report_fit, settings_from
 from app.import_ofa import check_same_space, import_to
 from app.progress import progress_bar, progress_bars
 from app.search_report import BudgetRow, console_table
-from app.shell import CONF_DIR, compose, hydra_command, make_console, torch_threads
+from app.shell import compose, hydra_command, make_console, torch_threads
 from app.stages import Stage, StageRunner
 from app.train import train
 from ofa.archtable import read_csv
@@ -36,8 +36,10 @@ from ofa.data.datamodule import ImageDataModule
 from ofa.importer import file_sha256
 from ofa.io import atomic_write_bytes
 from ofa.networks import OFAMobileNetV3
+from ofa.paths import known_supernets
 from ofa.space import MBV3Space
 from ofa.training.eval_subnets import eval_archs, evaluate_subnets
+from predictors.candidates import parse_models
 from predictors.fit import fit_predictor
 from predictors.measure.profile import load_profile
 from predictors.profiling import profile_subnets
@@ -144,7 +146,7 @@ def profile_overrides(cfg: DictConfig, space: MBV3Space) -> dict[str, Any]:
     if hydra.utils.instantiate(OmegaConf.load(own.supernet_config_path())).space.fingerprint() == space.fingerprint():
         return overrides
     preset = cfg.supernet.get("preset")
-    if preset and (CONF_DIR / "supernet" / f"{preset}.yaml").is_file():
+    if preset in known_supernets():
         overrides.setdefault("supernet", preset)
     if own.timing.normalize == "reference":
         overrides.setdefault("timing", {}).setdefault("reference_ms", None)
@@ -189,6 +191,11 @@ def profile_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
 
 def fit_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
     settings = _plain(cfg.stages.fit)
+    for key in ("latency_model", "accuracy_model"):
+        try:
+            parse_models(settings[key])
+        except ValueError as e:
+            raise ValueError(f"stages.fit.{e}") from None
 
     def fit(folder: Path, table: str, target: str, preset: str, model: Any) -> dict[str, Any]:
         fit_cfg = compose("fit", overrides=[f"fit_models={preset}"])
@@ -219,9 +226,26 @@ def budgets_from_profiled(table: Path, quantiles: list[float]) -> list[float]:
     return [round(float(np.quantile(latencies, q)), 3) for q in quantiles]
 
 
+def check_search_settings(settings: dict[str, Any]) -> None:
+    """The search stage's budgets, in one line each, before any stage runs."""
+    given = settings["budgets_latency_ms"]
+    if given is not None and (not isinstance(given, list) or not given or not all(_positive(v) for v in given)):
+        raise ValueError(f"stages.search.budgets_latency_ms = {given!r} is not allowed; allowed: null or a list of "
+                         "positive numbers (ms), e.g. [0.4,0.6]")  # fmt: skip
+    quantiles = settings["budget_quantiles"]
+    if not isinstance(quantiles, list) or not quantiles or not all(_positive(q) and q < 1 for q in quantiles):
+        raise ValueError(f"stages.search.budget_quantiles = {quantiles!r} is not allowed; allowed: a list of numbers "
+                         "between 0 and 1, e.g. [0.25,0.5,0.75]")  # fmt: skip
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
 def search_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
     settings = _plain(cfg.stages.search)
     profile_settings = _plain(cfg.stages.profile)
+    check_search_settings(settings)
 
     def run(folder: Path) -> dict[str, Any]:
         from app.search import run_search
@@ -272,12 +296,12 @@ def run_pipeline(cfg: DictConfig, run_dir: Path, console: Console | None = None)
     runner = StageRunner(Path(run_dir), console)
     start = time.perf_counter()
     summaries: dict[str, Any] = {}
+    # Every stage is built (its config checked: device, models, budgets) before the first runs,
+    # so a mistake in the last stage's settings does not wait for training to be reported.
+    stages = [make(cfg, runner) for make in (train_stage, eval_stage, profile_stage, fit_stage, search_stage)]
     with torch_threads(cfg.get("threads")):
-        summaries["train"] = runner.run(train_stage(cfg, runner))
-        summaries["eval"] = runner.run(eval_stage(cfg, runner))
-        summaries["profile"] = runner.run(profile_stage(cfg, runner))
-        summaries["fit"] = runner.run(fit_stage(cfg, runner))
-        summaries["search"] = runner.run(search_stage(cfg, runner))
+        for stage in stages:
+            summaries[stage.name] = runner.run(stage)
     console.print(predictor_table(summaries["fit"]))
     report = json.loads(Path(summaries["search"]["report"]).read_text())
     rows = [BudgetRow(**{k: v for k, v in b.items()}) for b in report["budgets"]]

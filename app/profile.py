@@ -16,9 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from app.progress import progress_bar
-from app.shell import CONF_DIR, hydra_command, make_console
+from app.shell import hydra_command, make_console
 from ofa.archtable import merge_tables
 from ofa.networks import OFAMobileNetV3
+from ofa.paths import supernet_config
 from predictors.measure.profile import HW_PROFILES_DIR, DeviceProfile, load_profile
 from predictors.profiling import ProfileReport, profile_lut, profile_subnets
 from predictors.sampling import sample_spread
@@ -26,16 +27,14 @@ from predictors.sampling import sample_spread
 MODES = ("subnets", "lut", "merge")
 
 
-def build_supernet(name: str, seed: int) -> OFAMobileNetV3:
-    """The supernet of `conf/supernet/<name>.yaml` with weights seeded by `seed` (latency does not
-    depend on them); the global torch RNG is left as it was."""
-    path = CONF_DIR / "supernet" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise FileNotFoundError(f"supernet = {name!r} has no config {path}; known: {', '.join(known)}")
+def build_supernet(name: str | DictConfig, seed: int) -> OFAMobileNetV3:
+    """The supernet of `conf/supernet/<name>.yaml` (or of the composed `supernet=<name>` group
+    node) with weights seeded by `seed` (latency does not depend on them); the global torch RNG
+    is left as it was."""
+    node = OmegaConf.load(supernet_config(name)) if isinstance(name, str) else name
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return hydra.utils.instantiate(OmegaConf.load(path)).eval()
+        return hydra.utils.instantiate(node).eval()
 
 
 def summary_table(rows: Sequence[Mapping[str, Any]], title: str, label: str = "arch", limit: int = 10) -> Table:
@@ -98,7 +97,7 @@ def run_profile(cfg: DictConfig, console: Console | None = None) -> ProfileRepor
     profile = load_profile(cfg.device, root=cfg.profiles_dir or HW_PROFILES_DIR, overrides=overrides)
     if cfg.mode == "merge":
         return _merge(cfg, profile, console)
-    supernet = build_supernet(cfg.supernet or profile.supernet, cfg.seed)
+    supernet = build_supernet(cfg.get("supernet") or profile.supernet, cfg.seed)
     space = supernet.space
     what, label = ("layer shapes", "shape") if cfg.mode == "lut" else ("sub-networks", "arch")
     console.print(

@@ -6,17 +6,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import shutil
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
+from app.config import compose, register_resolvers
+from app.validate import check_command_line
 from ofa.errors import UserError
 from ofa.paths import CONF_DIR, HW_PROFILES_DIR, REPO_ROOT
 from ofa.threads import torch_threads
@@ -45,42 +49,6 @@ QUIET_WARNINGS = (
     "Using ModelCheckpoint with manual optimization",  # checkpoints follow the optimiser step on purpose
     ".*isinstance.treespec, LeafSpec.*",
 )
-
-
-def _head_epochs(total: int, fraction: float) -> int:
-    """Epochs in the first `fraction` of `total` (at least 1, leaving at least 1)."""
-    return min(max(1, round(total * fraction)), total - 1)
-
-
-def _bench_run_name(sampler: str | None, queries: int | None, n_trials: int) -> str:
-    """`loop-q100`, `random-q100` (with queries) or `refined-n1000`: an ofa-search-bench run folder's name."""
-    if queries:
-        return f"{sampler or 'loop'}-q{queries}"
-    return f"{sampler or 'refined'}-n{n_trials}"
-
-
-def register_resolvers() -> None:
-    """The OmegaConf resolvers conf/ uses (the delayed-shrinking schedule splits its epochs by a
-    fraction; ofa-search-bench names its run folder). Idempotent; called before any config is composed."""
-    if not OmegaConf.has_resolver("ofa_head_epochs"):
-        OmegaConf.register_new_resolver("ofa_head_epochs", _head_epochs)
-    if not OmegaConf.has_resolver("ofa_tail_epochs"):
-        OmegaConf.register_new_resolver("ofa_tail_epochs", lambda t, f: t - _head_epochs(t, f))
-    if not OmegaConf.has_resolver("ofa_bench_run"):
-        OmegaConf.register_new_resolver("ofa_bench_run", _bench_run_name)
-
-
-def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """A primary config of conf/ composed with `overrides` (outside a running Hydra app: tests, the pipeline)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_resolvers()
-    if GlobalHydra.instance().is_initialized():
-        return hydra_compose(config_name, overrides=list(overrides))
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name, overrides=list(overrides))
 
 
 def make_console() -> Console:
@@ -140,6 +108,19 @@ def report_user_error(exc: BaseException) -> None:
     sys.exit(2)
 
 
+def drop_unused_run_folder() -> None:
+    """Remove the run folder Hydra made for a command that stopped on bad input before writing
+    anything of its own (only Hydra's `.hydra/` and log inside), so mistakes leave no clutter."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
+        return
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    if folder.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], None]]:
     """Turn `task(cfg)` into a console-script entry point using `conf/<config_name>.yaml`."""
     if not CONF_DIR.is_dir():
@@ -153,10 +134,15 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], C
                 with quiet_libraries():
                     task(cfg)
             except USER_ERRORS as exc:
+                drop_unused_run_folder()
                 report_user_error(exc)
 
         def main() -> None:
             register_resolvers()  # before Hydra composes the config
+            try:  # before Hydra composes (and creates a run folder): one line per mistake
+                check_command_line(config_name, sys.argv[1:])
+            except USER_ERRORS as exc:
+                report_user_error(exc)
             entry()
 
         return functools.wraps(task)(main)

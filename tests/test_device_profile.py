@@ -48,7 +48,7 @@ def test_every_shipped_profile_is_valid_and_holds_no_measurement():
         ({"batch_size": 1.5}, "batch_size = 1.5 must be an integer >= 1"),
         ({"threads": 0}, "threads = 0 must be an integer >= 1 or null"),
         ({"hardware": " "}, "hardware = ' ': a non-empty text is required"),
-        ({"supernet": "imagenet"}, "supernet = 'imagenet' has no config"),
+        ({"supernet": "imagenet"}, "supernet = 'imagenet' is not a supernet config"),
         ({"speed": "fast"}, "unknown field(s) speed; allowed: hardware, supernet, backend"),
         ({"timing": {"round": 3}}, "unknown field(s) round in timing; allowed: warmup, warmup_s, rounds"),
         ({"timing": {"rounds": 0}}, "timing.rounds = 0 must be an integer >= 1"),

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from ofa.paths import CONF_DIR, REPO_ROOT
+from ofa.paths import REPO_ROOT, supernet_config
 from predictors.measure.backend import Backend
 from predictors.measure.backends import BACKENDS, GPU_BACKENDS, backend_class
 from predictors.measure.fields import Section
@@ -153,7 +153,7 @@ class DeviceProfile:
         return NvmlSampler(self.gpu_index, self.power.window_s, self.power.poll_interval_s, **kwargs)
 
     def supernet_config_path(self) -> Path:
-        return CONF_DIR / "supernet" / f"{self.supernet}.yaml"
+        return supernet_config(self.supernet)
 
     @property
     def measurements_csv(self) -> Path:
@@ -273,10 +273,10 @@ def _parse_backend(top: Section) -> tuple[str, str]:
 
 def _parse_supernet(top: Section) -> str:
     supernet = top.text("supernet")
-    supernet_file = CONF_DIR / "supernet" / f"{supernet}.yaml"
-    if not supernet_file.is_file():
-        known = sorted(p.stem for p in (CONF_DIR / "supernet").glob("*.yaml"))
-        raise top.fail(f"supernet = {supernet!r} has no config {supernet_file}; known: {', '.join(known)}")
+    try:
+        supernet_config(supernet)
+    except ValueError as e:
+        raise top.fail(str(e)) from None
     return supernet
 
 
