@@ -11,7 +11,7 @@ from rich.console import Console
 
 from app.progress import progress_bars
 from app.shell import hydra_command, make_console
-from ofa.checkpoint import load_supernet, resolve_checkpoint
+from ofa.checkpoint import check_trained_on, load_supernet, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
 from ofa.training.eval_subnets import eval_archs, evaluate_subnets
 
@@ -21,6 +21,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> tuple[Path, list[dic
     console = console or make_console()
     checkpoint = resolve_checkpoint(cfg.checkpoint)
     supernet, meta = load_supernet(checkpoint)
+    check_trained_on(meta, str(cfg.data.name), bool(cfg.allow_other_data))
     data_seed = meta["info"].get("seed", 0) if cfg.data_seed is None else cfg.data_seed
     dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=data_seed)
     output = Path(cfg.output) if cfg.output else checkpoint.parent / "accuracy.csv"

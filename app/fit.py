@@ -46,6 +46,8 @@ def fit_from_config(cfg: DictConfig, out: str | os.PathLike | None = None, conso
     out = cfg.get("out") or out
     if not out:
         raise ValueError(f"out is required: {USAGE}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"out = {out} is a file; out is the folder predictor.json is written into")
     space = cfg.get("space")
     with progress_bar(console, "cross-validating candidates, then fitting the chosen one") as on_progress:
         result = fit_predictor(cfg.table, str(cfg.target), out, settings_from(cfg),

@@ -30,10 +30,10 @@ from app.search_loop import accuracy_on_test_split, answer_choices, run_measured
 from app.search_measure import Measured, measure_accuracy, measure_choices
 from app.search_report import BudgetRow, console_table, mark_ties, pareto_png, write_reports
 from app.shell import UserError, hydra_command, make_console, quiet_optuna, torch_threads
-from ofa.checkpoint import load_supernet, resolve_checkpoint
+from ofa.checkpoint import check_trained_on, load_supernet, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
 from ofa.export import export_onnx, save_subnet
-from ofa.io import atomic_write_csv
+from ofa.io import atomic_folder, atomic_write_csv
 from ofa.networks import OFAMobileNetV3
 from ofa.space import ArchConfig, MBV3Space
 from predictors.measure.profile import DeviceProfile, load_profile
@@ -136,11 +136,11 @@ def run_engine(cfg: DictConfig, inputs: SearchInputs, console: Console) -> Any:
 
 def export_choice(cfg: DictConfig, inputs: SearchInputs, row: BudgetRow, arch: ArchConfig, net: nn.Module) -> None:
     """subnets/<budget>/: arch.json + weights.safetensors + model.onnx of one chosen sub-network."""
-    folder = Path(row.export)
-    save_subnet(folder, inputs.space, arch, net, budget=row.budget, limits=row.limits,
-                predicted=row.predicted, measured=row.measured, device=inputs.profile.name)  # fmt: skip
-    shape = (inputs.profile.batch_size, inputs.space.in_channels, arch.r, arch.r)
-    export_onnx(net, shape, folder / "model.onnx", exporter=cfg.onnx_exporter or inputs.profile.onnx_exporter)
+    with atomic_folder(row.export) as folder:  # a kill mid-export leaves no folder that looks whole
+        save_subnet(folder, inputs.space, arch, net, budget=row.budget, limits=row.limits,
+                    predicted=row.predicted, measured=row.measured, device=inputs.profile.name)  # fmt: skip
+        shape = (inputs.profile.batch_size, inputs.space.in_channels, arch.r, arch.r)
+        export_onnx(net, shape, folder / "model.onnx", exporter=cfg.onnx_exporter or inputs.profile.onnx_exporter)
 
 
 def budget_rows(
@@ -211,13 +211,15 @@ def run_search(cfg: DictConfig, out: Path, console: Console | None = None, show_
     console = console or make_console()
     start = time.perf_counter()
     inputs = load_inputs(cfg)
+    trained_on = check_trained_on(inputs.meta, str(cfg.data.name), bool(cfg.get("allow_other_data")))
     profile = inputs.profile
     console.print(
         f"[bold]ofa-search[/] on {profile.name} ({profile.backend} {profile.precision}): supernet "
         f"{inputs.checkpoint} ({inputs.space.name}), {len(inputs.budgets)} budgets, {cfg.n_trials} evaluations"
     )
-    result = run_engine(cfg, inputs, console)
     dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=inputs.meta["info"].get("seed", 0))
+    dm.setup()  # a bad data config stops here, not after the search
+    result = run_engine(cfg, inputs, console)
     choices, measured, extra, points = choose_and_measure(cfg, inputs, result, dm, out, console)
     for c in choices:
         if not c.ok:
@@ -227,10 +229,12 @@ def run_search(cfg: DictConfig, out: Path, console: Console | None = None, show_
         tests = accuracy_on_test_split(inputs, dm, chosen, int(cfg.bn_calibration_images))
     rows = mark_ties(budget_rows(cfg, inputs, choices, measured, out, tests))
     seconds = time.perf_counter() - start
-    write_outputs(cfg, inputs, result, rows, out, {**extra, "seconds": round(seconds, 1)}, points)
+    extra = {**extra, "seconds": round(seconds, 1), "data": str(cfg.data.name), "trained_on": trained_on}
+    write_outputs(cfg, inputs, result, rows, out, extra, points)
     if show_table:
         console.print(console_table(rows, profile.name))
-    console.print(f"written: {out}/report.md, report.json, pareto.png, subnets/ ({seconds:.0f} s)")
+    subnets = ", subnets/" if cfg.export else ""
+    console.print(f"written: {out}/report.md, report.json, pareto.png{subnets} ({seconds:.0f} s)")
     if not any(r.ok for r in rows):
         raise search.NoFeasibleArch("; ".join(r.message for r in rows))
     return SearchOutcome(out, rows, result.n_evaluations, seconds)

@@ -25,7 +25,7 @@ from ofa.data.datamodule import ImageDataModule
 from ofa.networks import OFAMobileNetV3
 from ofa.training.module import OptimConfig, SupernetModule
 from ofa.training.schedule import Schedule
-from ofa.training.train import CHECKPOINTS, TrainResult, check_data_fits_supernet, last_checkpoint, train_supernet
+from ofa.training.train import CHECKPOINTS, TrainResult, check_data_fits_supernet, resume_point, train_supernet
 
 
 def build_module(cfg: DictConfig, supernet: OFAMobileNetV3) -> SupernetModule:
@@ -66,6 +66,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
         module = build_module(cfg, supernet)  # refuses a bad schedule before any data is read
         dm: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=cfg.seed)
         check_data_fits_supernet(dm, supernet)
+        last, notes = resume_point(run_dir) if cfg.resume else (None, [])  # an unreadable one: refused here
         logger = make_logger(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True))
         trainer: L.Trainer = hydra.utils.instantiate(
             cfg.trainer,
@@ -74,9 +75,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainResult:
             default_root_dir=str(run_dir),
             callbacks=build_callbacks(cfg, run_dir),
         )
-        last = last_checkpoint(run_dir) if cfg.resume else None
         if last is not None and trainer.is_global_zero:
-            print(f"resuming from {last}")  # plain: a path must not be wrapped
+            for note in notes or [f"resuming from {last}"]:
+                print(note)  # plain: a path must not be wrapped
         return train_supernet(module, dm, trainer, run_dir, resume_from=last)
 
 

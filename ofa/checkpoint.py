@@ -13,7 +13,8 @@ from typing import Any
 
 from safetensors.torch import load_file, safe_open, save
 
-from ofa.io import atomic_write_bytes
+from ofa.errors import UserError
+from ofa.io import atomic_write_bytes, reading
 from ofa.networks import OFAMobileNetV3
 from ofa.space import MBV3Space
 
@@ -36,16 +37,19 @@ def read_supernet_metadata(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"supernet checkpoint {path} does not exist")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an ofa-hwnas supernet file (format {meta.get('format')!r}, expected {FORMAT})")
-    return {
-        "space": MBV3Space.from_dict(json.loads(meta["space"])),
-        "space_fingerprint": meta["space_fingerprint"],
-        "dropout": float(meta["dropout"]),
-        "info": json.loads(meta["info"]),
-    }
+    with reading(path, "supernet file (safetensors)"):
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise ValueError(
+                f"{path} is not an ofa-hwnas supernet file (format {meta.get('format')!r}, expected {FORMAT})"
+            )
+        return {
+            "space": MBV3Space.from_dict(json.loads(meta["space"])),
+            "space_fingerprint": meta["space_fingerprint"],
+            "dropout": float(meta["dropout"]),
+            "info": json.loads(meta["info"]),
+        }
 
 
 def load_supernet(path: str | Path, space: MBV3Space | None = None) -> tuple[OFAMobileNetV3, dict[str, Any]]:
@@ -57,7 +61,13 @@ def load_supernet(path: str | Path, space: MBV3Space | None = None) -> tuple[OFA
             f"expected {space.fingerprint()} ({space.name})"
         )
     supernet = OFAMobileNetV3(space=meta["space"], dropout=meta["dropout"])
-    supernet.load_state_dict(load_file(str(path)))
+    with reading(path, "supernet file (safetensors)"):
+        state = load_file(str(path))
+    try:
+        supernet.load_state_dict(state)
+    except RuntimeError as exc:  # tensors that do not fit the space its own header names
+        first = str(exc).splitlines()[0]
+        raise UserError(f"{path} does not hold the supernet its header describes ({first})") from None
     return supernet.eval(), meta
 
 
@@ -69,3 +79,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no supernet checkpoint at {path} (run ofa-train first, or pass checkpoint=<file>)")
     return path
+
+
+def check_trained_on(meta: dict[str, Any], data_name: str, allow_other: bool = False) -> str | None:
+    """The dataset a supernet file says it was trained on (None: not recorded, e.g. an imported
+    one); refuses another `data_name` in one line unless `allow_other` (the report records it)."""
+    trained = (meta.get("info") or {}).get("data")
+    if trained and trained != data_name and not allow_other:
+        raise UserError(
+            f"data = {data_name!r} is not the dataset this supernet was trained on ({trained!r}); set "
+            f"data={trained}, or allow_other_data=true to evaluate it there anyway (recorded in the report)"
+        )
+    return trained

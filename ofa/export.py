@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ofa.io import atomic_write_bytes, atomic_write_json
+from ofa.io import atomic_write_bytes, atomic_write_json, reading
 from ofa.networks.mobilenet_v3 import MobileNetV3
 from ofa.space import ArchConfig, MBV3Space
 
@@ -163,7 +163,8 @@ def load_subnet(directory: str | os.PathLike, space: MBV3Space | None = None) ->
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found beside {ARCH_FILE}")
     model = MobileNetV3(saved_space, arch, float(meta.get("dropout", 0.0)))
-    state = load_file(str(weights))
+    with reading(weights, "sub-network weights file (safetensors)"):
+        state = load_file(str(weights))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

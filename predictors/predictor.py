@@ -184,15 +184,21 @@ def load_predictor(path: str | Path, space: MBV3Space) -> Predictor:
     if doc.get("tensors"):
         from safetensors.numpy import load as load_tensors
 
-        tensor_path = path.parent / doc["tensors"]["file"]
+        tensor_path = path.parent / str(doc["tensors"]["file"])
+        if tensor_path.resolve().parent != path.parent.resolve():
+            raise ValueError(f"predictor {path}: tensors.file = {doc['tensors']['file']!r} is not allowed; "
+                             "it must name a file beside predictor.json")  # fmt: skip
         if not tensor_path.is_file():
             raise FileNotFoundError(f"predictor {path} needs {tensor_path}, which does not exist")
         blob = tensor_path.read_bytes()
         if hashlib.sha256(blob).hexdigest() != doc["tensors"]["sha256"]:
             raise ValueError(f"{tensor_path} does not belong to {path} (its sha256 differs from the one recorded)")
         arrays = load_tensors(blob)
-    spec = doc["model"]
-    lut = doc["state"].get("lut_ms") if spec["kind"] == "lut" else None
-    model = build_model(spec["kind"], spec["config"], lut=lut).load_state(doc["state"], arrays)
+    try:
+        spec = doc["model"]
+        lut = doc["state"].get("lut_ms") if spec["kind"] == "lut" else None
+        model = build_model(spec["kind"], spec["config"], lut=lut).load_state(doc["state"], arrays)
+    except (KeyError, TypeError, AttributeError) as exc:  # a hand-edited or foreign model section
+        raise ValueError(f"predictor {path}: its model section cannot be read ({type(exc).__name__}: {exc})") from None
     bounds = doc.get("bounds")
     return Predictor(space, doc["target"], model, doc["transform"], doc.get("metrics"), doc.get("info"), bounds)

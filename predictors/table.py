@@ -48,6 +48,9 @@ def _numeric_columns(table: CsvTable) -> list[str]:
     return [c for c in table.columns if c not in ARCH_FIELDS and sample and all(numeric(r.get(c)) for r in sample)]
 
 
+COST_PREFIXES = ("latency", "power", "energy")  # targets that are measured costs: positive by nature
+
+
 def _targets(table: CsvTable, target: str) -> np.ndarray:
     ys = []
     for line, row in enumerate(table.rows, start=2):
@@ -58,6 +61,8 @@ def _targets(table: CsvTable, target: str) -> np.ndarray:
             value = math.nan
         if not math.isfinite(value):
             raise ValueError(f"{table.path} line {line}: {target} = {raw!r} is not a finite number")
+        if value <= 0 and target.startswith(COST_PREFIXES):
+            raise ValueError(f"{table.path} line {line}: {target} = {raw!r} is not allowed; a measured cost is > 0")
         ys.append(value)
     return np.array(ys)
 

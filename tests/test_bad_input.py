@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -115,3 +116,163 @@ def test_a_profile_cannot_name_a_config_outside_conf_supernet(tmp_path, capsys):
     line = user_error_line(lambda: load_profile("evil", root=tmp_path), capsys)
     assert "supernet = '../" in line and "known: cifar, mnist" in line
     assert "PAYLOAD RAN" not in capsys.readouterr().out
+
+
+# --- files at the door: corrupt, truncated or foreign files are one line naming the file -----------
+@pytest.fixture(scope="module")
+def supernet_file(tmp_path_factory) -> Path:
+    from ofa.checkpoint import save_supernet
+    from ofa.networks import OFAMobileNetV3
+
+    path = tmp_path_factory.mktemp("supernet") / "supernet.safetensors"
+    save_supernet(path, OFAMobileNetV3.from_preset("mnist"), {"data": "mnist5k", "seed": 0})
+    return path
+
+
+def corrupt_copies(source: Path, folder: Path) -> dict[str, Path]:
+    """Random bytes, the first half of the real file, and the real file with its tail overwritten."""
+    rng = np.random.default_rng(0)
+    data = source.read_bytes()
+    files = {
+        "random": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+    }
+    out = {}
+    for name, blob in files.items():
+        out[name] = folder / f"{name}.safetensors"
+        out[name].write_bytes(blob)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["random", "truncated", "empty"])
+@pytest.mark.parametrize("command", ["eval_subnets", "search", "train_teacher"])
+def test_corrupt_supernet_files_are_one_line_naming_the_file(kind, command, supernet_file, tmp_path, capsys):
+    from app.config import compose
+
+    bad = corrupt_copies(supernet_file, tmp_path)[kind]
+    if command == "eval_subnets":
+        from app.eval_subnets import run
+
+        cfg = compose("eval_subnets", [f"checkpoint={bad}", f"output={tmp_path / 'acc.csv'}"])
+        task = lambda: run(cfg)  # noqa: E731
+    elif command == "search":
+        from app.search import run_search
+
+        cfg = compose("search", [f"checkpoint={bad}"])
+        task = lambda: run_search(cfg, tmp_path / "search")  # noqa: E731
+    else:
+        from app.train import build_module
+        from ofa.networks import OFAMobileNetV3
+
+        cfg = compose("train", [f"kd.teacher={bad}"])
+        task = lambda: build_module(cfg, OFAMobileNetV3.from_preset("mnist"))  # noqa: E731
+    line = user_error_line(task, capsys)
+    assert str(bad) in line and "not a readable supernet file" in line, line
+
+
+def test_a_resumed_training_skips_an_unreadable_last_checkpoint_for_the_newest_phase_one(tmp_path, capsys):
+    from app.config import compose
+    from app.train import train
+    from ofa.training.train import resume_point
+
+    run_dir = tmp_path / "run"
+    cfg = compose("train", ["experiment=smoke", "logger=none", "threads=1"])
+    train(cfg, run_dir)
+    checkpoints = run_dir / "checkpoints"
+    last, phase = checkpoints / "last.ckpt", next(checkpoints.glob("phase*.ckpt"))
+    assert resume_point(run_dir) == (last, [])
+    last.write_bytes(last.read_bytes()[:100_000])  # a kill mid-write of a non-atomic copy
+    before = sha(phase)
+    chosen, notes = resume_point(run_dir)
+    assert chosen == phase and str(last) in notes[0] and "unreadable" in notes[0]
+    train(cfg, run_dir)  # resumes from the phase checkpoint, and says so
+    assert f"resuming from {phase} instead" in capsys.readouterr().out
+    assert sha(phase) == before
+    # With every checkpoint unreadable, nothing is overwritten: one line says what to do.
+    for path in checkpoints.glob("*.ckpt"):
+        path.write_bytes(b"\0" * 64)
+    line = user_error_line(lambda: train(cfg, run_dir), capsys)
+    assert "last.ckpt is unreadable" in line and "resume=false" in line
+
+
+def test_fit_refuses_an_out_that_is_a_file_and_a_negative_latency(tmp_path, capsys):
+    from app.config import compose
+    from app.fit import fit_from_config
+
+    table = Path(__file__).parent.parent / "hw_profiles/cpu-ort/measurements.csv"
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    cfg = compose("fit", [f"table={table}", "target=latency_ms", f"out={taken}"])
+    line = user_error_line(lambda: fit_from_config(cfg), capsys)
+    assert f"out = {taken} is a file" in line and taken.read_text() == "keep me"
+    rows = table.read_text().splitlines()
+    header = rows[0].split(",")
+    col = header.index("latency_ms")
+    cells = rows[2].split(",")
+    cells[col] = "-0.2"
+    negative = tmp_path / "negative.csv"
+    negative.write_text("\n".join([rows[0], rows[1], ",".join(cells), *rows[3:]]) + "\n")
+    cfg = compose("fit", [f"table={negative}", "target=latency_ms", f"out={tmp_path / 'p'}"])
+    line = user_error_line(lambda: fit_from_config(cfg), capsys)
+    assert "line 3: latency_ms = '-0.2' is not allowed" in line
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "names"),
+    [
+        (lambda d: d["model"]["config"].update(nosuchkey=1), ["model section cannot be read", "nosuchkey"]),
+        (lambda d: d["tensors"].update(file="../../elsewhere.safetensors"), ["tensors.file = '../../elsewhere"]),
+    ],
+)
+def test_a_hand_edited_predictor_json_is_one_line(edit, names, tmp_path, capsys):
+    import json
+    import shutil
+
+    from ofa.space import SPACES
+    from predictors.predictor import load_predictor
+
+    source = Path(__file__).parent.parent / "hw_profiles/cpu-ort/predictors/latency_ms"
+    folder = tmp_path / "p"
+    shutil.copytree(source, folder)
+    doc = json.loads((folder / "predictor.json").read_text())
+    if doc.get("tensors") is None:
+        pytest.skip("the shipped latency predictor has no tensors file")
+    edit(doc)
+    (folder / "predictor.json").write_text(json.dumps(doc))
+    line = user_error_line(lambda: load_predictor(folder, SPACES["mnist"]), capsys)
+    for name in names:
+        assert name in line, line
+
+
+def test_a_supernet_is_not_evaluated_on_another_dataset_unless_allowed(supernet_file, capsys):
+    from ofa.checkpoint import check_trained_on, read_supernet_metadata
+
+    meta = read_supernet_metadata(supernet_file)
+    line = user_error_line(lambda: check_trained_on(meta, "digits"), capsys)
+    assert "data = 'digits' is not the dataset this supernet was trained on ('mnist5k')" in line
+    assert check_trained_on(meta, "digits", allow_other=True) == "mnist5k"
+    assert check_trained_on({"info": {}}, "digits") is None  # an imported supernet records none
+
+
+def test_a_sub_network_folder_appears_whole_or_not_at_all(tmp_path):
+    from ofa.io import atomic_folder
+
+    target = tmp_path / "subnets" / "b0"
+    with atomic_folder(target) as folder:
+        (folder / "arch.json").write_text("{}")
+    before = sorted(p.name for p in target.iterdir())
+    with pytest.raises(KeyboardInterrupt), atomic_folder(target) as folder:
+        (folder / "weights.safetensors").write_bytes(b"x")
+        raise KeyboardInterrupt  # killed between the two files
+    assert sorted(p.name for p in target.iterdir()) == before == ["arch.json"]
+    assert [p.name for p in target.parent.iterdir()] == ["b0"]  # no half-written sibling left
+
+
+def test_ranks_that_disagree_stop_in_one_line(capsys):
+    from ofa.training.callbacks import check_ranks_agree
+
+    check_ranks_agree(["0abc", "0abc"], "sub-networks of step 3")
+    line = user_error_line(lambda: check_ranks_agree(["0abc", "0abd"], "sub-networks of step 3"), capsys)
+    assert "DDP ranks disagree on the sub-networks of step 3 (rank 0: 0abc, rank 1: 0abd)" in line

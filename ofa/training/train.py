@@ -8,6 +8,7 @@ with its space, for every later command) and `metrics.json`.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import lightning as L
 
 from ofa.checkpoint import save_supernet
 from ofa.data.datamodule import ImageDataModule
+from ofa.errors import UserError
 from ofa.io import atomic_write_json
 from ofa.networks import OFAMobileNetV3
 from ofa.training.callbacks import RankSyncCheck
@@ -48,10 +50,38 @@ def check_data_fits_supernet(dm: ImageDataModule, supernet: OFAMobileNetV3) -> N
         )
 
 
-def last_checkpoint(run_dir: str | Path) -> Path | None:
-    """`<run_dir>/checkpoints/last.ckpt` when an earlier run left one (the run then resumes)."""
-    last = Path(run_dir) / CHECKPOINTS / "last.ckpt"
-    return last if last.is_file() else None
+def unreadable(checkpoint: Path) -> str | None:
+    """Why a Lightning checkpoint (a zip archive, as torch.save writes) cannot be read, or None.
+    Every member's CRC is checked, so a truncated or overwritten file is caught before Lightning
+    loads it halfway."""
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"member {bad} fails its CRC check" if bad else None
+
+
+def resume_point(run_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The checkpoint a resumed run continues from, and a line for each one skipped: `last.ckpt`,
+    or when it is unreadable the newest readable phase-end checkpoint. Refuses (one line) when
+    checkpoints exist and none is readable: starting over would overwrite them."""
+    folder = Path(run_dir) / CHECKPOINTS
+    last = folder / "last.ckpt"
+    phases = sorted(folder.glob("phase*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    candidates = ([last] if last.is_file() else []) + phases
+    notes = []
+    for candidate in candidates:
+        reason = unreadable(candidate)
+        if reason is None:
+            if notes:
+                notes.append(f"resuming from {candidate} instead (the newest readable checkpoint)")
+            return candidate, notes
+        notes.append(f"{candidate} is unreadable ({reason})")
+    if candidates:
+        raise UserError(f"{notes[0]} and no other checkpoint in {folder} is readable; move the folder aside "
+                        "to start over, or set resume=false")  # fmt: skip
+    return None, []
 
 
 def train_supernet(
@@ -62,7 +92,7 @@ def train_supernet(
     resume_from: Path | None = None,
 ) -> TrainResult:
     """Fit `module` on `dm` with `trainer` (continuing from the Lightning checkpoint `resume_from`
-    when given, e.g. `last_checkpoint(run_dir)`), then save the supernet and `metrics.json` on
+    when given, e.g. `resume_point(run_dir)`), then save the supernet and `metrics.json` on
     rank zero."""
     run_dir = Path(run_dir)
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
