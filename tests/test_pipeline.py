@@ -263,3 +263,29 @@ def test_loop_never_believes_a_predicted_cost_below_the_smallest_subnets(run_dir
     inputs.metrics["latency_ms"] = replace(real, fn=lambda a: np.asarray(real.fn(a)) - 2 * floor)
     with pytest.raises(UserError, match="smallest sub-network"):
         SubnetMeasurer(inputs, SimpleNamespace(), cfg, tmp_path, Console(quiet=True))
+
+
+@pytest.mark.slow
+def test_killed_search_loop_resumes_without_measuring_twice(run_dir, tmp_path):
+    from tests.test_kill_resume import data_rows, kill_when, run_ok
+
+    def cmd(out: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "app.search", f"checkpoint={run_dir / 'train'}", "threads=1",
+            f"predictors.acc={run_dir / 'fit' / 'acc'}", f"predictors.latency_ms={run_dir / 'fit' / 'latency_ms'}",
+            "n_trials=200", "population_size=20", "loop.measurements=8", "loop.patience=100",
+            "bn_calibration_images=128", f"loop.prior={run_dir / 'eval' / 'accuracy.csv'}", f"hydra.run.dir={out}",
+        ]  # fmt: skip
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run_ok(cmd(whole))
+    kill_when(cmd(killed), lambda: len(data_rows(killed / "measured_accuracy.csv")) >= 3)
+    at_kill = data_rows(killed / "measured_accuracy.csv")
+    run_ok(cmd(killed))
+    resumed = data_rows(killed / "measured_accuracy.csv")
+    assert resumed[: len(at_kill)] == at_kill
+    keys = [(r["ks"], r["e"], r["d"], r["r"]) for r in resumed]
+    assert len(keys) == len(set(keys)) == len(data_rows(whole / "measured_accuracy.csv"))
+    for folder in (whole, killed):
+        report = json.loads((folder / "report.json").read_text())
+        assert all(b["arch"] for b in report["budgets"])
