@@ -15,9 +15,11 @@ from rich.table import Table
 
 from app.progress import progress_bar
 from app.shell import hydra_command, make_console
+from ofa.paths import HW_PROFILES_DIR
 from predictors.fit import FitResult, FitSettings, fit_predictor
+from predictors.transfer_fit import TransferFitResult, TransferFitSettings, fit_transferred
 
-USAGE = "ofa-fit table=<csv> target=<column> out=<dir> [space=<name>]"
+USAGE = "ofa-fit table=<csv> target=<column> out=<dir> [space=<name>] [sources=[<device or table>,...]]"
 
 
 def settings_from(cfg: DictConfig) -> FitSettings:
@@ -37,8 +39,11 @@ def settings_from(cfg: DictConfig) -> FitSettings:
     )
 
 
-def fit_from_config(cfg: DictConfig, out: str | os.PathLike | None = None, console: Console | None = None) -> FitResult:
-    """Run `fit_predictor` from the `conf/fit.yaml` config (`out` when the config has none)."""
+def fit_from_config(
+    cfg: DictConfig, out: str | os.PathLike | None = None, console: Console | None = None
+) -> FitResult | TransferFitResult:
+    """Run `fit_predictor` from the `conf/fit.yaml` config (`out` when the config has none);
+    with `sources`, `fit_transferred` (a new device from a few rows plus devices already profiled)."""
     console = console or make_console()
     for key in ("table", "target"):
         if cfg.get(key) in (None, ""):
@@ -49,6 +54,8 @@ def fit_from_config(cfg: DictConfig, out: str | os.PathLike | None = None, conso
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"out = {out} is a file; out is the folder predictor.json is written into")
     space = cfg.get("space")
+    if cfg.get("sources"):
+        return transfer_from_config(cfg, out, None if space in (None, "") else str(space), console)
     with progress_bar(console, "cross-validating candidates, then fitting the chosen one") as on_progress:
         result = fit_predictor(cfg.table, str(cfg.target), out, settings_from(cfg),
                                space=None if space in (None, "") else str(space), on_progress=on_progress)  # fmt: skip
@@ -104,6 +111,57 @@ def _held_out_table(chosen: str, held_out: Mapping[str, float], baseline: Mappin
             f"{m['within_10pct']:.3f}",
         )
     return held
+
+
+def transfer_from_config(
+    cfg: DictConfig, out: str | os.PathLike, space: str | None, console: Console
+) -> TransferFitResult:
+    """`fit_transferred` from conf/fit.yaml's `sources`, `transfer_pool`, `profiles_dir`, `test_table`, `seed`."""
+    sources = cfg.sources
+    names = [str(s) for s in (OmegaConf.to_container(sources) if OmegaConf.is_list(sources) else [sources])]
+    settings = TransferFitSettings(
+        sources=names,
+        profiles_dir=cfg.get("profiles_dir") or HW_PROFILES_DIR,
+        seed=int(cfg.seed),
+        pool=int(cfg.get("transfer_pool") or 4000),
+        test_table=cfg.get("test_table"),
+    )
+    with progress_bar(console, "fitting the sources' predictors, the transfer, then distilling it") as on_progress:
+        result = fit_transferred(cfg.table, str(cfg.target), out, settings, space, on_progress)
+    report_transfer(console, result)
+    return result
+
+
+def report_transfer(console: Console, result: TransferFitResult) -> None:
+    """The sources, the candidates leave-one-out weighed, the held-out scores, the files written."""
+    m = result.metrics
+    console.print(
+        f"[bold]{escape(m['target'])}[/] of {m['table']} ({result.n_rows} rows, space {m['space']}) "
+        f"transferred from: " + "; ".join(escape(f"{s['name']} ({s['kind']}, {s['model']})") for s in m["sources"])
+    )
+    weights = Table(title="candidates, weighted by their leave-one-out error on the measured rows")
+    for col in ("candidate", "alpha", "LOO MSE (log)", "weight"):
+        weights.add_column(col, justify="left" if col == "candidate" else "right")
+    for c in result.transfer.candidates:
+        weights.add_row(c["name"], f"{c['alpha']:g}", f"{c['loo_mse_log']:.4g}", f"{c['weight']:.3f}")
+    console.print(weights)
+    held = Table(title=f"{m['evaluated_on']} (n_train {m['n_train']}, n_test {m['n_test']})")
+    for col in ("predictor", "tau", "spearman", "MAPE %", "within 10%"):
+        held.add_column(col, justify="left" if col == "predictor" else "right")
+    rows = [("transferred (chosen)", m), ("no sources (one-device fallback)", m.get("without_sources")),
+            ("one-hot ridge (baseline)", m.get("baseline_onehot_ridge"))]  # fmt: skip
+    for name, r in rows:
+        if r:
+            held.add_row(name, f"{r['kendall_tau']:.4f}", f"{r['spearman']:.4f}", f"{r['mape']:.2f}",
+                         f"{r['within_10pct']:.3f}")  # fmt: skip
+    console.print(held)
+    a = m["distillation_agreement"]
+    console.print(
+        f"distilled into {escape(result.predictor.describe())} on {m['distillation_pool']} sub-networks: "
+        f"agreement tau {a['kendall_tau']:.4f}, MAPE {a['mape']:.2f} %"
+    )
+    for p in result.paths.values():
+        console.print(f"written: {p}")
 
 
 def _task(cfg: DictConfig) -> None:

@@ -4,6 +4,7 @@ profiled in parallel (mode=merge) for a device profile. A Hydra shell (conf/prof
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,11 +21,14 @@ from app.shell import hydra_command, make_console
 from ofa.archtable import merge_tables
 from ofa.networks import OFAMobileNetV3
 from ofa.paths import supernet_config
+from ofa.space import ArchConfig, MBV3Space
 from predictors.measure.profile import HW_PROFILES_DIR, DeviceProfile, load_profile
 from predictors.profiling import ProfileReport, profile_lut, profile_subnets
-from predictors.sampling import sample_spread
+from predictors.sampling import sample_for_transfer, sample_spread
+from predictors.transfer_sources import resolve_sources, source_latencies
 
 MODES = ("subnets", "lut", "merge")
+STRATEGIES = ("spread", "transfer")
 
 
 def build_supernet(name: str | DictConfig, seed: int) -> OFAMobileNetV3:
@@ -88,6 +92,28 @@ def _merge(cfg: DictConfig, profile: DeviceProfile, console: Console) -> Profile
     return ProfileReport(merged.output, [], merged.duplicates, merged.total)
 
 
+def choose_subnets(cfg: DictConfig, space: MBV3Space, console: Console) -> list[ArchConfig]:
+    """The sub-networks mode=subnets measures: `strategy=spread` (over the MACs range) or
+    `strategy=transfer` (what a predictor transferred from `sources` needs most; predictors.transfer)."""
+    strategy = str(cfg.get("strategy") or "spread")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy = {strategy!r} is not allowed; allowed: {', '.join(STRATEGIES)}")
+    names = [str(s) for s in (cfg.get("sources") or [])]
+    if strategy == "spread":
+        if names:
+            raise ValueError("sources are used by strategy=transfer only; add strategy=transfer or drop sources")
+        return sample_spread(space, cfg.n_subnets, cfg.seed)
+    if not names:
+        raise ValueError("strategy = 'transfer' needs sources=[<device or measurement table>,...] of the same space")
+    sources = resolve_sources(names, space, "latency_ms", cfg.profiles_dir or HW_PROFILES_DIR, cfg.seed)
+    archs = sample_for_transfer(space, cfg.n_subnets, cfg.seed, functools.partial(source_latencies, sources))
+    console.print(
+        f"{len(archs)} sub-networks chosen for a predictor transferred from {', '.join(names)} "
+        f"(D-optimal on their predicted latencies and cost features, seed {cfg.seed})"
+    )
+    return archs
+
+
 def run_profile(cfg: DictConfig, console: Console | None = None) -> ProfileReport:
     """The `ofa-profile` job on a composed `conf/profile.yaml` (tests call this directly)."""
     console = console or make_console()
@@ -108,7 +134,7 @@ def run_profile(cfg: DictConfig, console: Console | None = None) -> ProfileRepor
         if cfg.mode == "lut":
             report = profile_lut(profile, supernet, cfg.output, cfg.cache_dir, seed=cfg.seed, on_progress=on_progress)
         else:
-            archs = sample_spread(space, cfg.n_subnets, cfg.seed)
+            archs = choose_subnets(cfg, space, console)
             report = profile_subnets(
                 profile, supernet, archs, cfg.output, cfg.cache_dir, seed=cfg.seed, on_progress=on_progress
             )

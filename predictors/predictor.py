@@ -78,6 +78,7 @@ class Predictor:
         metrics: Mapping[str, Any] | None = None,
         info: Mapping[str, Any] | None = None,
         bounds: tuple[float, float] | None = None,
+        sources: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         if transform not in TRANSFORMS:
             raise ValueError(f"transform = {transform!r} is not allowed; allowed: {', '.join(TRANSFORMS)}")
@@ -88,6 +89,9 @@ class Predictor:
         self.bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
         self.metrics: dict[str, Any] = dict(metrics or {})
         self.info: dict[str, Any] = dict(info or {})
+        # A predictor transferred from other devices (predictors.transfer_fit) names them here:
+        # name, kind (device or table), file, its sha256, space name and fingerprint.
+        self.sources: list[dict[str, Any]] = [dict(s) for s in sources or ()]
 
     @property
     def kind(self) -> str:
@@ -144,6 +148,7 @@ class Predictor:
             "model": {"kind": self.model.kind, "description": self.describe(), "config": self.model.config()},
             "metrics": self.metrics,
             "info": self.info,
+            "sources": self.sources,
             "space": self.space.to_dict(),
             "tensors": tensors,
             "state": meta,
@@ -201,4 +206,6 @@ def load_predictor(path: str | Path, space: MBV3Space) -> Predictor:
     except (KeyError, TypeError, AttributeError) as exc:  # a hand-edited or foreign model section
         raise ValueError(f"predictor {path}: its model section cannot be read ({type(exc).__name__}: {exc})") from None
     bounds = doc.get("bounds")
-    return Predictor(space, doc["target"], model, doc["transform"], doc.get("metrics"), doc.get("info"), bounds)
+    predictor = Predictor(space, doc["target"], model, doc["transform"], doc.get("metrics"), doc.get("info"), bounds)
+    predictor.sources = [dict(s) for s in doc.get("sources") or () if isinstance(s, Mapping)]
+    return predictor

@@ -3,17 +3,25 @@
 Uniformly random archs crowd the middle of the MACs range (on the MNIST space: 21-94 MMACs
 out of 16-143), so a predictor fitted on them extrapolates at both ends. Instead a pool is
 drawn with a per-arch bias towards small or large choices, and the archs nearest to evenly
-spaced MACs targets are kept.
+spaced MACs targets are kept (`sample_spread`, ofa-profile's `strategy=spread`).
+
+For a device onboarded from others (`strategy=transfer`, predictors.transfer), `sample_for_transfer`
+picks from such a pool the archs that a linear model on the sources' predicted latencies and
+the compact cost features knows least about, one after another (a D-optimal design). The
+first n of n + m are the n: measuring more later extends the same design.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ofa.networks.costs import count_macs
 from ofa.space import ArchConfig, MBV3Space
+from predictors.features import to_arrays
+from predictors.transfer import choose_measurements, compact_features
 
 
 def _biased_choice(rng: np.random.Generator, choices: tuple[int, ...], tilt: float, size: int) -> list[int]:
@@ -66,6 +74,41 @@ def sample_spread(space: MBV3Space, n: int, seed: int = 0, pool_factor: int = 20
     if len(chosen) < n:
         raise ValueError(f"could only find {len(chosen)} distinct sub-networks; ask for fewer than {n}")
     return sorted(chosen, key=lambda a: count_macs(space, a))
+
+
+def pool_archs(space: MBV3Space, n: int, seed: int, extra: Sequence[ArchConfig] = ()) -> list[ArchConfig]:
+    """`n` distinct sub-networks drawn with a per-arch bias towards small or large choices (the
+    whole MACs range), the smallest and the largest among them, then `extra`; deterministic in `seed`."""
+    rng = np.random.default_rng(seed)
+    pool = dict.fromkeys([space.smallest(), space.largest()])
+    for _ in range(20 * n):
+        if len(pool) >= n:
+            break
+        pool[biased_sample(space, rng)] = None
+    pool.update(dict.fromkeys(extra))
+    return list(pool)
+
+
+def sample_for_transfer(
+    space: MBV3Space,
+    n: int,
+    seed: int,
+    source_latencies: Callable[[Sequence[ArchConfig]], np.ndarray] | None,
+    pool: int = 3000,
+) -> list[ArchConfig]:
+    """`n` distinct archs to measure on a new device whose predictor will be transferred from
+    sources whose (positive) predicted latencies `source_latencies(archs)` gives, (len(archs), k)
+    (e.g. `functools.partial(predictors.transfer_sources.source_latencies, sources)`; None: no
+    sources), by `predictors.transfer.choose_measurements` on a `pool_archs` pool, in the order
+    chosen. Deterministic in `seed`; the first n of a larger n are the same."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n_subnets = {n!r} must be an integer >= 2")
+    if n > pool:
+        raise ValueError(f"n_subnets = {n} is more than the pool of {pool} sub-networks the design picks from")
+    archs = pool_archs(space, pool, seed)
+    S = None if source_latencies is None else source_latencies(archs)
+    chosen = choose_measurements(n, seed, S, compact_features(to_arrays(archs, space), space), pool=len(archs))
+    return [archs[i] for i in chosen]
 
 
 def reference_arch(space: MBV3Space) -> ArchConfig:
