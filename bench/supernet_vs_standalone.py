@@ -69,11 +69,14 @@ def compare(args: argparse.Namespace, console) -> None:
     """Each named sub-network from the supernet and trained alone, printed as it goes, then a table."""
     supernet, meta = load_supernet(resolve_checkpoint(args.checkpoint))
     info = meta["info"]
+    if not args.epochs and "epochs" not in info:  # e.g. an imported OFA supernet: no schedule recorded
+        raise SystemExit(f"error: {args.checkpoint} records no training schedule (imported?); pass --epochs N")
     epochs = args.epochs or int(info["epochs"])
     dm = ImageDataModule(name=info.get("data", "mnist5k"), seed=info.get("seed", 0), shift=2)
     images = dm.calibration_images(500)
     val = [(dm.normalize(x), y) for x, y in dm.val_dataloader()]
-    console.print(f"supernet: {info['schedule']}, {epochs} epochs, data {dm.name}; standalone: {args.seeds} seeds")
+    schedule = info.get("schedule", "imported")
+    console.print(f"supernet: {schedule}, {epochs} epochs, data {dm.name}; standalone: {args.seeds} seeds")
 
     table = Table(title="validation accuracy: from the supernet vs trained alone (same epochs)")
     for col in ("sub-network", "r", "MACs (M)", "supernet", "alone: median", "alone: min-max", "supernet - alone"):
