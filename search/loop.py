@@ -245,7 +245,8 @@ def _pick(
             else:  # explore: one plausible predictor and the measurement noise
                 tree = models.per_tree[rng.integers(len(models.per_tree))]
                 belief = tree + rng.normal(0.0, models.noise, len(done))
-            score = np.where(p_ok >= 0.5, belief, -np.inf)
+            # Among equal beliefs (configs of one group score alike) the likelier to meet the budget first.
+            score = np.where(p_ok >= 0.5, belief + 1e-6 * p_ok, -np.inf)
             if not np.isfinite(score[~done]).any():  # nothing predicted within: the likeliest first
                 score = p_ok.copy()
             score[done | np.isin(space.group_ids, taken)] = -np.inf
