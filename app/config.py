@@ -32,7 +32,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("ofa_bench_run", _bench_run_name)
 
 
-def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+def compose(config_name: str, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
     """A primary config of conf/ composed with `overrides` (outside a running Hydra app: tests, the pipeline)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -40,6 +40,6 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
 
     register_resolvers()
     if GlobalHydra.instance().is_initialized():
-        return hydra_compose(config_name, overrides=list(overrides))
+        return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name, overrides=list(overrides))
+        return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)

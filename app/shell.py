@@ -119,6 +119,14 @@ def drop_unused_run_folder() -> None:
     folder = Path(HydraConfig.get().runtime.output_dir)
     if folder.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in folder.iterdir()):
         shutil.rmtree(folder, ignore_errors=True)
+        cwd = Path.cwd().resolve()
+        for parent in folder.resolve().parents:  # e.g. runs/search/<device>/ made for it, now empty
+            if parent == cwd or cwd not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
 
 def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], None]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -44,6 +45,18 @@ def check_command_line(config_name: str, args: Sequence[str]) -> None:
         if o in groups or o.is_add() or o.is_force_add() or o.is_delete():  # `+key=`, `~key`: Hydra checks
             continue
         _check_value(config_name, cfg, o)
+    if not any(o.is_sweep_override() for o in overrides):
+        _check_run_folder(config_name, [a for a in args if a not in PLAIN_FLAGS])
+
+
+def _check_run_folder(config_name: str, args: list[str]) -> None:
+    """The run folder Hydra would create (e.g. `ofa-fit out=`) must not be an existing file."""
+    try:
+        folder = OmegaConf.select(compose(config_name, args, return_hydra_config=True), "hydra.run.dir")
+    except Exception:  # anything Hydra itself reports better, or a folder only the run can name
+        return
+    if folder and Path(str(folder)).exists() and not Path(str(folder)).is_dir():
+        raise UserError(f"the run folder {folder} is an existing file; name a folder (out=, run_dir=, hydra.run.dir=)")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -276,3 +276,10 @@ def test_ranks_that_disagree_stop_in_one_line(capsys):
     check_ranks_agree(["0abc", "0abc"], "sub-networks of step 3")
     line = user_error_line(lambda: check_ranks_agree(["0abc", "0abd"], "sub-networks of step 3"), capsys)
     assert "DDP ranks disagree on the sub-networks of step 3 (rank 0: 0abc, rank 1: 0abd)" in line
+
+
+def test_a_run_folder_that_is_an_existing_file_is_one_line(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    line = user_error_line(lambda: check_command_line("fit", ["table=t.csv", "target=acc", f"out={taken}"]), capsys)
+    assert f"the run folder {taken} is an existing file" in line and taken.read_text() == "keep me"
