@@ -127,8 +127,9 @@ def run_engine(cfg: DictConfig, inputs: SearchInputs, console: Console) -> Any:
     import search
 
     settings = search.SearchSettings(
-        int(cfg.n_trials), int(cfg.population_size), int(cfg.seed), study_name=cfg.study_name, storage=cfg.storage
-    )
+        int(cfg.n_trials), int(cfg.population_size), int(cfg.seed), study_name=cfg.study_name, storage=cfg.storage,
+        device=inputs.profile.name,
+    )  # fmt: skip
     with quiet_optuna(), progress_bar(console, "searching") as on_progress:
         return search.run(inputs.space, list(inputs.metrics.values()), settings, budgets=inputs.budgets,
                           progress=on_progress)  # fmt: skip

@@ -16,14 +16,17 @@ The study lives in memory by default, or in any Optuna storage (`sqlite:///searc
 journal file `search.log`): a run against an existing study resumes it without
 re-evaluating a stored config, and several processes can work on one study. A worker marks
 the asked trials whose configs it evaluates with the `claim` user attribute; another worker
-that draws a claimed config waits for its values instead of evaluating it twice.
+that draws a claimed config waits for its values instead of evaluating it twice. Every trial
+names its worker: the running trials of a dead worker (killed, crashed) are told failed by
+the next worker that looks (`search.storage.StaleTrials`) and their configs evaluated again,
+so an interrupted search resumes to exactly `n_trials` distinct evaluated configs.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import optuna
@@ -35,27 +38,32 @@ from search.genes import GeneSpace
 from search.objectives import Budget, Constraint, Metric
 from search.pareto import non_dominated
 from search.problem import Problem, SearchSettings
-from search.refine import propose, row_key
+from search.refine import Refiner, row_key
 from search.result import Evaluation, SearchResult
-from search.storage import claim_lock, sync
-from search.study import SharedDistributions, failing_unless_told, ga_of, genes_of, open_study, running_trial
+from search.storage import WORKER, Heartbeat, StaleTrials, claim_lock, sync, worker_id
+from search.study import (
+    CLAIM,
+    EVALUATED,
+    KEY,
+    METRICS,
+    ORIGIN,
+    Entry,
+    SharedDistributions,
+    StudyCache,
+    failing_unless_told,
+    ga_of,
+    genes_of,
+    open_study,
+    running_trial,
+)
 
-KEY, EVALUATED, ORIGIN, METRICS, CLAIM = "key", "evaluated", "origin", "metrics", "claim"
 STALL_GENERATIONS = 50  # stop when this many generations in a row bring no new config
+POLL_S = 0.05  # how often a worker looks again at what other workers are evaluating
 
 Progress = Callable[[int, int], None]
 
 
-class _Entry(NamedTuple):
-    """One evaluated config of the cache."""
-
-    row: np.ndarray  # canonical gene row
-    config: Any
-    values: dict[str, float]
-    number: int  # the trial that evaluated it
-
-
-class _Driver:
+class _Driver(StudyCache):
     """State of one `run` call: the study, the cache of evaluated configs, the proposals."""
 
     def __init__(
@@ -66,70 +74,35 @@ class _Driver:
         storage: BaseStorage | None,
         distributions: SharedDistributions,
     ) -> None:
-        self.problem, self.settings, self.study, self.storage = problem, settings, study, storage
-        self.space = problem.space
+        super().__init__(problem, study)
+        self.settings, self.storage = settings, storage
         self.claim_lock = claim_lock(storage)
         # One set of distribution objects for every trial (asked or added) and the sampler.
         self.distributions = distributions
         self.extra = [n for n in problem.metrics if n not in {m.name for m in problem.objectives}]
-        self.cache: dict[bytes, _Entry] = {}  # canonical row key -> evaluation
-        self._done: set[int] = set()  # trial numbers already read into the cache
+        self.refiner = Refiner(problem) if settings.sampler == "refined" else None
+        self.worker = worker_id()
+        self.stale = StaleTrials(study, self.worker)
+        self.retry: dict[bytes, np.ndarray] = {}  # configs of dead workers' trials, to evaluate again
 
-    # --- the study's state -----------------------------------------------------------
-    def rows(self, params: Sequence[dict[str, Any]]) -> np.ndarray:
-        """Canonical rows of Optuna parameter dicts, canonicalised in one batch."""
-        if not params:
-            return np.empty((0, self.space.n_genes), dtype=np.int64)
-        return self.space.canonical(np.stack([self.space.row_from_params(p) for p in params]))
+    # --- the study's state ---
+    def remember(self, entries: Sequence[Entry]) -> None:
+        """Put new evaluations into the cache (and the refiner's table, in the same order)."""
+        super().remember(entries)
+        if self.refiner is not None and entries:
+            names = self.problem.metrics
+            self.refiner.add(np.stack([e.row for e in entries]), {n: [e.values[n] for e in entries] for n in names})
 
-    def sync(self) -> list[FrozenTrial]:
-        """Read new evaluated trials (another worker's, or a stored study's) into the cache;
-        return every trial."""
-        trials = self.study.get_trials(deepcopy=False)
-        fresh = []
-        for t in trials:
-            if t.number in self._done or t.state != TrialState.COMPLETE:
-                continue
-            self._done.add(t.number)
-            if t.user_attrs.get(EVALUATED):
-                fresh.append(t)
-        for t, row in zip(fresh, self.rows([t.params for t in fresh])):
-            k = row_key(row)
-            if k not in self.cache:
-                values = {m.name: float(v) for m, v in zip(self.problem.objectives, t.values)}
-                values.update({n: float(v) for n, v in t.user_attrs.get(METRICS, {}).items()})
-                self.cache[k] = _Entry(row, self.space.decode(row), values, t.number)
-        return trials
-
-    def in_flight(self, trials: Sequence[FrozenTrial]) -> dict[bytes, int]:
-        """Row keys of other workers' running trials -> their lowest trial number."""
-        # A trial still being asked has no full row yet.
-        live = [t for t in trials if t.state == TrialState.RUNNING and len(t.params) == self.space.n_genes]
-        out: dict[bytes, int] = {}
-        for t, row in zip(live, self.rows([t.params for t in live])):
-            k = row_key(row)
-            out[k] = min(out.get(k, t.number), t.number)
-        return out
-
-    def claims(self, trials: Sequence[FrozenTrial], mine: set[int]) -> dict[bytes, int]:
-        """Row keys that other workers' running trials have claimed -> the claiming trial."""
-        live = [t for t in trials if t.state == TrialState.RUNNING and t.number not in mine and t.user_attrs.get(CLAIM)]
-        return {row_key(r): t.number for t, r in zip(live, self.rows([t.params for t in live]))}
+    def reap(self, trials: Sequence[FrozenTrial]) -> bool:
+        """Fail the running trials of dead workers (`search.storage.StaleTrials`); their configs
+        are evaluated again first (`retry`). Returns whether any trial was failed."""
+        dead = self.stale.dead(self.live(trials))
+        for row in self.rows([t.params for t in dead if len(t.params) == self.space.n_genes]):
+            self.retry.setdefault(row_key(row), row)
+        self.stale.fail(dead)
+        return bool(dead)
 
     # --- evaluation ------------------------------------------------------------------
-    def evaluate(self, configs: list[Any]) -> list[dict[str, float]]:
-        cols = {name: m(configs).tolist() for name, m in self.problem.metrics.items()}
-        return [{name: col[i] for name, col in cols.items()} for i in range(len(configs))]
-
-    def violations(self, values: Sequence[dict[str, float]]) -> list[dict[str, float]]:
-        """Each config's constraint values as Optuna takes them (<= 0: met), one array per constraint."""
-        metrics = self.problem.metrics
-        cols = {
-            c.name: c.violation(np.array([v[c.name] for v in values]), metrics[c.name].direction).tolist()
-            for c in self.problem.constraints
-        }
-        return [{name: col[i] for name, col in cols.items()} for i in range(len(values))]
-
     def user_attrs(self, config: Any, values: dict[str, float], evaluated: bool) -> dict[str, Any]:
         """What `sync` reads back: the config's key, whether this trial evaluated it, and the
         metrics that are not objectives."""
@@ -162,15 +135,15 @@ class _Driver:
         if not fresh:
             return 0
         configs = [self.space.decode(r) for r in fresh.values()]
-        values = self.evaluate(configs)
+        values = self.problem.evaluate(configs)
         pending, templates = {}, []
-        for row, c, v, viol in zip(fresh.values(), configs, values, self.violations(values)):
-            attrs = {ORIGIN: origin, **self.user_attrs(c, v, evaluated=True)}
+        for row, c, v, viol in zip(fresh.values(), configs, values, self.problem.violations(values)):
+            attrs = {ORIGIN: origin, WORKER: self.worker, **self.user_attrs(c, v, evaluated=True)}
             template = running_trial(self.space.params(row), self.distributions, attrs)
             for name, x in viol.items():
                 template.set_constraint(name, x)
             templates.append(template)
-            pending[attrs[KEY]] = _Entry(row, c, v, -1)
+            pending[attrs[KEY]] = Entry(row, c, v, -1)
         n_before = len(self.study.get_trials(deepcopy=False))
         self.study.add_trials(templates)
         added = [
@@ -181,7 +154,7 @@ class _Driver:
         self.tell_added(added, pending)
         return len(added)
 
-    def tell_added(self, added: Sequence[FrozenTrial], pending: dict[str, _Entry]) -> None:
+    def tell_added(self, added: Sequence[FrozenTrial], pending: dict[str, Entry]) -> None:
         """Put the added running trials into the GA generation being filled, then tell them.
         All join before any is told: the generation counts only completed trials, so they
         all join the same one, as the children asked next do."""
@@ -192,7 +165,7 @@ class _Driver:
                     ga.get_trial_generation(self.study, t)
             for t in added:
                 entry = pending[t.user_attrs[KEY]]._replace(number=t.number)
-                self.cache[row_key(entry.row)] = entry
+                self.remember([entry])
                 self.study.tell(t.number, self.objective_values(entry.values))
                 self._done.add(t.number)
                 told.add(t.number)
@@ -214,7 +187,7 @@ class _Driver:
                 asked[i].set_user_attr(CLAIM, True)
         return todo, wait
 
-    def tell(self, trial: optuna.Trial, entry: _Entry, evaluated: bool, violation: dict[str, float]) -> None:
+    def tell(self, trial: optuna.Trial, entry: Entry, evaluated: bool, violation: dict[str, float]) -> None:
         for name, v in violation.items():
             trial.set_constraint(name, v)
         for name, v in self.user_attrs(entry.config, entry.values, evaluated).items():
@@ -230,6 +203,7 @@ class _Driver:
             for _ in range(n):
                 asked.append(self.study.ask(self.distributions))
                 numbers.append(asked[-1].number)
+                asked[-1].set_user_attr(WORKER, self.worker)
             mine = {t.number for t in asked}
             rows = self.rows([t.params for t in asked])
             keys = [row_key(r) for r in rows]
@@ -241,7 +215,7 @@ class _Driver:
                 for k in self.wait_for(wait, {k: asked[i] for k, i in first.items()}, mine):
                     todo[k] = first[k]
             entries = [self.cache[k] for k in keys]
-            violations = self.violations([e.values for e in entries])
+            violations = self.problem.violations([e.values for e in entries])
             for i, (t, k, e, viol) in enumerate(zip(asked, keys, entries, violations)):
                 self.tell(t, e, todo.get(k) == i, viol)
                 self._done.add(t.number)
@@ -252,8 +226,8 @@ class _Driver:
         """Evaluate canonical `rows` in one batch into the cache, evaluated by trials `numbers`."""
         if len(numbers):
             configs = [self.space.decode(r) for r in rows]
-            for r, c, v, n in zip(rows, configs, self.evaluate(configs), numbers):
-                self.cache[row_key(r)] = _Entry(r, c, v, n)
+            values = self.problem.evaluate(configs)
+            self.remember([Entry(r, c, v, n) for r, c, v, n in zip(rows, configs, values, numbers)])
 
     def wait_for(self, wait: dict[bytes, int], trial_of: dict[bytes, optuna.Trial], mine: set[int]) -> set[bytes]:
         """Wait until other workers have evaluated the configs they claimed. A config whose
@@ -262,7 +236,8 @@ class _Driver:
         deadline = time.monotonic() + self.settings.wait_timeout
         pending, taken = dict(wait), set()
         while True:
-            self.sync()
+            if self.reap(self.sync()):
+                self.sync()
             pending = {k: n for k, n in pending.items() if k not in self.cache}
             if not pending:
                 return taken
@@ -283,7 +258,7 @@ class _Driver:
                 for k in take:
                     pending.pop(k)
             elif pending:
-                time.sleep(0.05)
+                time.sleep(POLL_S)
 
 
 def run(
@@ -312,24 +287,36 @@ def run(
     distributions = SharedDistributions(genes_of(problem))
     study, storage = open_study(problem, settings, distributions)
     driver = _Driver(problem, settings, study, storage, distributions)
-    trials, stopped = _search(driver, seed_rows, progress)
+    with Heartbeat(study, storage, driver.worker):
+        trials, stopped = _search(driver, seed_rows, progress)
     return _result(driver, trials, stopped)
 
 
 def _search(driver: _Driver, seed_rows: np.ndarray, progress: Progress | None) -> tuple[list[FrozenTrial], str]:
-    """Generations until `n_trials` distinct configs are evaluated (or in flight elsewhere),
-    the space is exhausted, or generations stop bringing new configs."""
+    """Generations until `n_trials` distinct configs are evaluated, the space is exhausted, or
+    generations stop bringing new configs. What other live workers are evaluating is left to
+    them (and waited for); what dead ones were evaluating is evaluated again."""
     settings, space = driver.settings, driver.space
     n_configs = space.n_configs()
     target = min(settings.n_trials, n_configs)
-    stall, gen = 0, 0
+    stall, gen, waiting = 0, 0, None
     trials = driver.sync()
     while True:
+        if driver.reap(trials):
+            trials = driver.sync()
         n_eval = len(driver.cache)
         if progress is not None:
             progress(min(n_eval, target), target)
         others = driver.in_flight(trials)
         remaining = target - n_eval - len(others)
+        if remaining <= 0 < target - n_eval:  # the rest is being evaluated elsewhere: wait for it
+            waiting = waiting or time.monotonic()
+            if time.monotonic() - waiting <= settings.wait_timeout:
+                time.sleep(POLL_S)
+                trials = driver.sync()
+                continue
+            others, remaining = {}, target - n_eval  # stuck elsewhere: search on
+        waiting = None
         if remaining <= 0:
             every = f"evaluated every config of the space ({n_configs})"
             stopped = "reached n_trials" if target == settings.n_trials else every
@@ -338,7 +325,7 @@ def _search(driver: _Driver, seed_rows: np.ndarray, progress: Progress | None) -
             stopped = f"no new config in {STALL_GENERATIONS} generations"
             break
         n_ask = min(settings.population_size, remaining)
-        fixed, origin = _proposals(driver, trials, seed_rows, set(driver.cache) | set(others), n_ask, gen)
+        fixed, origin = _proposals(driver, trials, seed_rows, set(others), n_ask, gen)
         new = driver.generation(fixed, origin, n_ask)
         sync(driver.storage)
         stall = 0 if new else stall + 1
@@ -350,26 +337,27 @@ def _search(driver: _Driver, seed_rows: np.ndarray, progress: Progress | None) -
 
 
 def _proposals(
-    driver: _Driver, trials: Sequence[FrozenTrial], seed_rows: np.ndarray, seen: set[bytes], n_ask: int, gen: int
+    driver: _Driver, trials: Sequence[FrozenTrial], seed_rows: np.ndarray, busy: set[bytes], n_ask: int, gen: int
 ) -> tuple[np.ndarray, str]:
-    """Our own rows for this generation: the seeds of a fresh study, else refinement moves."""
+    """Our own rows for this generation: the seeds of a fresh study, else refinement moves
+    (neither evaluated nor `busy`: in flight elsewhere)."""
     space, settings = driver.space, driver.settings
     if not trials and len(seed_rows):
         return np.unique(space.canonical(seed_rows), axis=0)[:n_ask], "seed"
-    if settings.sampler == "refined" and driver.cache:
-        entries = list(driver.cache.values())
-        rows = np.stack([e.row for e in entries])
-        values = {n: np.array([e.values[n] for e in entries]) for n in driver.problem.metrics}
+    if driver.retry:
+        keys = list(driver.retry)[:n_ask]
+        return np.stack([driver.retry.pop(k) for k in keys]), "retry"
+    if driver.refiner is not None and driver.cache:
         k = int(round(settings.refine_share * n_ask))
         rng = np.random.default_rng([settings.seed, len(trials), gen])
-        return propose(driver.problem, rows, values, seen, k, rng), "refine"
+        return driver.refiner.propose(busy, k, rng), "refine"
     return np.empty((0, space.n_genes), dtype=np.int64), ""
 
 
 def _result(driver: _Driver, trials: Sequence[FrozenTrial], stopped: str) -> SearchResult:
     problem = driver.problem
     entries = sorted(driver.cache.values(), key=lambda e: e.number)
-    violations = driver.violations([e.values for e in entries])
+    violations = driver.problem.violations([e.values for e in entries])
     evaluations = [
         Evaluation(e.config, problem.space.key(e.config), e.values, all(v <= 0 for v in viol.values()), e.number)
         for e, viol in zip(entries, violations)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ofa.space import MBV3Space
 from search.genes import GeneSpace, as_gene_space
 from search.objectives import Budget, Constraint, Metric, collect_metrics
@@ -46,6 +48,19 @@ class Problem:
         """Names of the metrics that a budget or a run constraint limits."""
         return {c.name for b in self.budgets for c in b.constraints} | {c.name for c in self.constraints}
 
+    def evaluate(self, configs: list[Any]) -> list[dict[str, float]]:
+        """Every metric of each config, one vectorised call per metric."""
+        cols = {name: m(configs).tolist() for name, m in self.metrics.items()}
+        return [{name: col[i] for name, col in cols.items()} for i in range(len(configs))]
+
+    def violations(self, values: Sequence[dict[str, float]]) -> list[dict[str, float]]:
+        """Each config's run-constraint values as Optuna takes them (<= 0: met)."""
+        cols = {
+            c.name: c.violation(np.array([v[c.name] for v in values]), self.metrics[c.name].direction).tolist()
+            for c in self.constraints
+        }
+        return [{name: col[i] for name, col in cols.items()} for i in range(len(values))]
+
 
 @dataclass(frozen=True)
 class SearchSettings:
@@ -57,7 +72,10 @@ class SearchSettings:
     (Optuna's NSGA-II alone) or "random"; `refine_share` is the share of each generation given
     to refinement. `storage`: None (memory), an RDB URL or a journal file (`search.storage`);
     an existing study of `study_name` resumes and may be shared by several workers, who wait
-    at most `wait_timeout` seconds for a config another worker is evaluating."""
+    at most `wait_timeout` seconds for a config another worker is evaluating. `device`: what
+    the metrics were measured or predicted on (`ofa-search`: the device profile's name); it
+    is part of the default study name (`search-<device>-<space fingerprint>-<objectives>`)
+    and of the study's signature, so that searches of two devices never share a study."""
 
     n_trials: int
     population_size: int
@@ -67,6 +85,7 @@ class SearchSettings:
     refine_share: float = 0.8
     wait_timeout: float = 600.0
     storage: str | os.PathLike | BaseStorage | None = None
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -78,6 +97,8 @@ class SearchSettings:
             raise ValueError(f"refine_share = {self.refine_share} is not allowed; it must lie in [0, 1]")
         if not self.wait_timeout >= 0:
             raise ValueError(f"wait_timeout = {self.wait_timeout} is not allowed; it must be >= 0 seconds")
+        if self.device is not None and (not isinstance(self.device, str) or not self.device.strip()):
+            raise ValueError(f"device = {self.device!r} is not allowed; it must be a non-empty name or None")
 
 
 def _check_int(name: str, value: Any, low: int | None) -> None:

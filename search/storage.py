@@ -1,4 +1,4 @@
-"""Where a study lives: memory (default), an RDB URL, or a journal file.
+"""Where a study lives (memory by default, an RDB URL, or a journal file) and who works on it.
 
 Optuna writes every parameter, attribute and state change of a trial as its own operation;
 its journal file backend syncs the disk after each, which makes a 46-gene trial cost 50+
@@ -6,13 +6,32 @@ disk syncs. `GenerationJournal` appends under the same lock without a sync per o
 and syncs once per generation instead: a killed process loses nothing that was written (the
 operating system has it), a power loss at most the last generation, and the file stays the
 plain Optuna journal every Optuna tool reads. SQLite runs in WAL mode for the same reason.
+
+Workers of a stored study may die (a kill, a crash, a lost machine) with trials running.
+Optuna's heartbeat (`fail_stale_trials`) covers RDB storages inside `Study.optimize` only;
+the engine asks and tells, and journal files have no heartbeat. So each trial the engine
+creates names its worker (`WORKER`: host, process id and process start time), and
+`StaleTrials` finds the running trials of dead workers: on this host, those whose process no
+longer runs (exact, at once); on another host, those whose worker's heartbeat (a study user
+attribute rewritten by `Heartbeat` every `HEARTBEAT_S` seconds) has not changed for
+`STALE_AFTER` seconds of watching (no clocks compared across hosts). A trial that names no
+worker was killed in the instant between being created and being named (no live worker's
+trial stays so longer): it is dead once every other worker known to the study is, or after
+`STALE_AFTER` seconds of watching it run. (So a study is not to be shared with processes that
+do not name their trials, such as a plain `Study.optimize`.)
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -20,8 +39,13 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
 
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+WORKER = "worker"  # user attribute of every trial the engine creates: its worker (`worker_id`)
+HEARTBEAT = "heartbeat:"  # study user attribute HEARTBEAT + worker id: the time of its last beat
+HEARTBEAT_S = 20.0
+STALE_AFTER = 300.0
 
 
 class GenerationJournal(JournalFileBackend):
@@ -92,17 +116,89 @@ def open_storage(storage: str | os.PathLike | BaseStorage | None) -> BaseStorage
     )
 
 
-class _FileLock:
-    """A cross-process lock (symlink creation, also safe on NFS) as a context manager."""
+def process_start(pid: int) -> str | None:
+    """The start time of process `pid` (Linux `/proc`: clock ticks after boot), which tells a
+    process from a later one with the same id; "" where unknown; None when it does not run."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc: only whether the process id is in use
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return ""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has ended
 
-    def __init__(self, path: str) -> None:
-        self.lock = JournalFileSymlinkLock(path, grace_period=120)
+
+def worker_id() -> str:
+    """This process as the worker of a study: `host:pid:start`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid()) or ''}"
+
+
+def worker_alive(worker: str) -> bool | None:
+    """Whether the process of a worker of this host still runs; None for another host's."""
+    parts = str(worker).rsplit(":", 2)
+    if len(parts) != 3:
+        return None
+    host, pid, start = parts
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    now = process_start(int(pid))
+    return now is not None and (not start or not now or now == start)
+
+
+class OwnedLock:
+    """A cross-process lock (a symbolic link created atomically, also safe on NFS) as a context
+    manager. The link names its owner (`worker_id`), so that a lock left by a process of this
+    host that died holding it is broken at once; any other is broken after `grace_period`
+    seconds unchanged, as Optuna's `JournalFileSymlinkLock` does."""
+
+    def __init__(self, path: str, grace_period: float = 120.0) -> None:
+        self.path, self.grace_period = path, grace_period
 
     def __enter__(self) -> None:
-        self.lock.acquire()
+        me, wait, since, seen = worker_id(), 0.001, time.monotonic(), None
+        while True:
+            try:
+                os.symlink(me, self.path)
+                return
+            except FileExistsError:
+                pass
+            try:
+                owner, mtime = os.readlink(self.path), os.lstat(self.path).st_mtime
+            except OSError:  # released meanwhile
+                continue
+            if (owner, mtime) != seen:
+                seen, since = (owner, mtime), time.monotonic()
+            if worker_alive(owner) is False or time.monotonic() - since > self.grace_period:
+                self._break(owner)
+                continue
+            time.sleep(wait)
+            wait = min(2 * wait, 0.1)
+
+    def _break(self, owner: str) -> None:
+        """Remove the lock of `owner` (renamed first: of two breakers, one succeeds)."""
+        moved = f"{self.path}.{uuid.uuid4().hex}.broken"
+        try:
+            os.rename(self.path, moved)
+        except OSError:
+            return
+        if os.readlink(moved) == owner:
+            os.unlink(moved)
+        else:  # another process took the lock in the meantime: give it back
+            os.rename(moved, self.path)
 
     def __exit__(self, *exc: object) -> None:
-        self.lock.release()
+        try:
+            os.unlink(self.path)
+        except OSError as err:
+            if err.errno != errno.ENOENT:
+                raise
 
 
 def claim_lock(storage: BaseStorage | None) -> AbstractContextManager:
@@ -115,10 +211,88 @@ def claim_lock(storage: BaseStorage | None) -> AbstractContextManager:
         path = storage.backend.path
     elif isinstance(storage, optuna.storages.RDBStorage) and storage.url.startswith("sqlite:///"):
         path = storage.url.removeprefix("sqlite:///")
-    return nullcontext() if path is None else _FileLock(path + ".claims")
+    return nullcontext() if path is None else OwnedLock(path + ".claims.lock")
 
 
 def sync(storage: BaseStorage | None) -> None:
     """Make what a generation wrote durable (journal files; other storages sync themselves)."""
     if isinstance(storage, GenerationJournalStorage):
         storage.sync()
+
+
+class Heartbeat:
+    """This worker's heartbeat in a stored study, rewritten every `HEARTBEAT_S` seconds by a
+    daemon thread while the block runs (Optuna's storages are thread-safe); nothing for a
+    study in memory, which no other process sees."""
+
+    def __init__(self, study: optuna.Study, storage: BaseStorage | None, worker: str) -> None:
+        self.study, self.worker = study, worker
+        self.stop = threading.Event()
+        self.thread = None if storage is None else threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            self.study.set_user_attr(HEARTBEAT + self.worker, time.time())
+
+    def __enter__(self) -> Heartbeat:
+        if self.thread is not None:  # the first beat before any trial: the worker is known
+            self.study.set_user_attr(HEARTBEAT + self.worker, time.time())
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+class StaleTrials:
+    """The running trials of dead workers (see the module's note), told failed."""
+
+    def __init__(self, study: optuna.Study, worker: str, stale_after: float = STALE_AFTER) -> None:
+        self.study, self.worker, self.stale_after = study, worker, stale_after
+        self.watched: dict[str, tuple[Any, float]] = {}  # what is watched -> (last value, when it changed)
+        self._verdicts: dict[str, bool] = {}  # worker -> dead, for one call of `dead`
+        self._beats: dict[str, Any] = {}
+
+    def unchanged_for(self, what: str, value: Any) -> float:
+        last = self.watched.get(what)
+        if last is None or last[0] != value:
+            self.watched[what] = (value, time.monotonic())
+            return 0.0
+        return time.monotonic() - last[1]
+
+    def dead(self, running: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        """The trials of `running` whose worker is dead. A trial that names no worker is dead
+        when every other worker known to the study (by its heartbeat or its running trials)
+        is, or after `stale_after` seconds of watching it."""
+        others = [t for t in running if t.user_attrs.get(WORKER) != self.worker]
+        if not others:
+            return []
+        self._verdicts, self._beats = {}, self.study.user_attrs
+        known = {k.removeprefix(HEARTBEAT) for k in self._beats if k.startswith(HEARTBEAT)}
+        known |= {t.user_attrs[WORKER] for t in others if t.user_attrs.get(WORKER)}
+        known.discard(self.worker)
+        out = []
+        for t in others:
+            owner = t.user_attrs.get(WORKER)
+            if owner is not None:
+                gone = self._dead(owner)
+            else:
+                watched = self.unchanged_for(f"trial {t.number}", 0)
+                gone = all(self._dead(w) for w in known) or watched > self.stale_after
+            if gone:
+                out.append(t)
+        return out
+
+    def _dead(self, worker: str) -> bool:
+        if worker not in self._verdicts:
+            alive = worker_alive(worker)
+            if alive is None:  # another host's: its heartbeat must change within `stale_after`
+                alive = self.unchanged_for(worker, self._beats.get(HEARTBEAT + worker)) <= self.stale_after
+            self._verdicts[worker] = not alive
+        return self._verdicts[worker]
+
+    def fail(self, trials: Sequence[FrozenTrial]) -> None:
+        for t in trials:
+            self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)

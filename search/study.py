@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import optuna
@@ -21,6 +21,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.problem import Problem, SearchSettings
+from search.refine import row_key
 from search.storage import open_storage
 
 
@@ -65,12 +66,67 @@ class KnownSpaceSampler(BaseSampler):
         self.ga.reseed_rng()
 
 
+class _GenerationsOnce:
+    """Optuna's GA bookkeeping with the two reads that scan every trial of the study done once.
+
+    - `get_parent_population`: a generation's parents are selected once and stored in the
+      study (Optuna's own cache), then read back by scanning every trial, once per asked
+      child. They never change, so they are kept for the generation last asked about and
+      returned again, in the order Optuna reads them back (by trial number; the call that
+      selects them returns them in selection order). (Two workers that select the parents
+      of one generation at the same instant each keep their own; Optuna itself then uses
+      its own selection for that child and the stored one after.)
+    - `get_population` of the generation before the current one (read once per generation
+      to select parents) scans every trial; with `single_process` (the study lives in this
+      process's memory) it is taken when the first trial of the next generation is given
+      its generation, from Optuna's cache of the latest generation: no trial is running then
+      (each generation is told before the next is asked), so it is the same list.
+    The classes are named as Optuna's, whose keys in the study are derived from the class
+    name: studies stay readable by (and resumable from) the stock samplers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.single_process = False
+        self._parents_of: tuple[int, int, list[FrozenTrial]] | None = None  # (study id, generation, parents)
+        self._population_of: tuple[int, int, list[FrozenTrial]] | None = None
+
+    def get_parent_population(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
+        key = (id(study), generation)
+        if self._parents_of is not None and self._parents_of[:2] == key:
+            return list(self._parents_of[2])
+        parents = super().get_parent_population(study, generation)
+        if parents:
+            self._parents_of = (*key, sorted(parents, key=lambda t: t.number))
+        return parents
+
+    def get_trial_generation(self, study: optuna.Study, trial: FrozenTrial) -> int:
+        generation = super().get_trial_generation(study, trial)
+        key = (id(study), generation - 1)
+        if self.single_process and generation > 0 and (self._population_of or (0, 0))[:2] != key:
+            population = super().get_population(study, generation - 1)
+            self._population_of = (*key, sorted(population, key=lambda t: t.number))
+        return generation
+
+    def get_population(self, study: optuna.Study, generation: int) -> list[FrozenTrial]:
+        if self._population_of is not None and self._population_of[:2] == (id(study), generation):
+            return list(self._population_of[2])
+        return super().get_population(study, generation)
+
+
+class NSGAIISampler(_GenerationsOnce, optuna.samplers.NSGAIISampler):
+    """Optuna's `NSGAIISampler`, reading its parents and populations once (`_GenerationsOnce`)."""
+
+
+class NSGAIIISampler(_GenerationsOnce, optuna.samplers.NSGAIIISampler):
+    """Optuna's `NSGAIIISampler`, reading its parents and populations once (`_GenerationsOnce`)."""
+
+
 def make_sampler(
     name: str, n_objectives: int, population_size: int, seed: int, genes: dict[str, BaseDistribution]
 ) -> BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    ga = optuna.samplers.NSGAIIISampler if n_objectives >= 3 else optuna.samplers.NSGAIISampler
+    ga = NSGAIIISampler if n_objectives >= 3 else NSGAIISampler
     return KnownSpaceSampler(ga(population_size=population_size, seed=seed), genes)
 
 
@@ -81,14 +137,21 @@ def ga_of(sampler: BaseSampler) -> BaseGASampler | None:
     return sampler if isinstance(sampler, BaseGASampler) else None
 
 
-def signature(problem: Problem) -> dict[str, Any]:
+def signature(problem: Problem, device: str | None = None) -> dict[str, Any]:
     """What a stored study must have been made for (stored as the study's user attributes)."""
-    return {
+    sig = {
         "space_fingerprint": problem.space.fingerprint(),
         "space": problem.space.name,
         "objectives": [[m.name, m.direction] for m in problem.objectives],
         "constraints": [[c.name, c.limit] for c in problem.constraints],
     }
+    return sig if device is None else {**sig, "device": device}
+
+
+def default_study_name(problem: Problem, device: str | None = None) -> str:
+    """`search-[<device>-]<space fingerprint>-<objectives>`: one study per device and space."""
+    objectives = "-".join(m.name for m in problem.objectives)
+    return "-".join(["search", *([device] if device else []), problem.space.fingerprint(), objectives])
 
 
 def check_signature(study: optuna.Study, expected: dict[str, Any]) -> None:
@@ -114,9 +177,8 @@ def open_study(
     problem: Problem, settings: SearchSettings, genes: dict[str, BaseDistribution]
 ) -> tuple[optuna.Study, BaseStorage | None]:
     """Create the study, or load a stored one of the same name (its signature checked)."""
-    sig = signature(problem)
-    objective_names = "-".join(m.name for m in problem.objectives)
-    name = settings.study_name or f"search-{sig['space_fingerprint']}-{objective_names}"
+    sig = signature(problem, settings.device)
+    name = settings.study_name or default_study_name(problem, settings.device)
     storage = open_storage(settings.storage)
     # The sampler's seed also depends on how many trials the study already holds, so that a
     # resumed study (or a second worker) does not replay the first run's random draws.
@@ -133,6 +195,9 @@ def open_study(
             sampler=sampler,
             load_if_exists=True,
         )
+    ga = ga_of(study.sampler)
+    if isinstance(ga, _GenerationsOnce):
+        ga.single_process = storage is None
     check_signature(study, sig)
     return study, storage
 
@@ -182,3 +247,81 @@ def failing_unless_told(study: optuna.Study, numbers: list[int]) -> Iterator[set
         for n in numbers:
             if n not in told:
                 study.tell(n, state=TrialState.FAIL, skip_if_finished=True)
+
+
+KEY, EVALUATED, ORIGIN, METRICS, CLAIM = "key", "evaluated", "origin", "metrics", "claim"
+
+
+class Entry(NamedTuple):
+    """One evaluated config of the cache."""
+
+    row: np.ndarray  # canonical gene row
+    config: Any
+    values: dict[str, float]
+    number: int  # the trial that evaluated it
+
+
+class StudyCache:
+    """The configs evaluated in a study, read back from its trials (this worker's, another
+    worker's, or a stored study's), and the trials other workers are running."""
+
+    def __init__(self, problem: Problem, study: optuna.Study) -> None:
+        self.problem, self.study, self.space = problem, study, problem.space
+        self.cache: dict[bytes, Entry] = {}  # canonical row key -> evaluation
+        self._done: set[int] = set()  # trial numbers already read into the cache
+        self._scan = 0  # every trial before this position of the study's list is finished and read
+
+    def rows(self, params: Sequence[dict[str, Any]]) -> np.ndarray:
+        """Canonical rows of Optuna parameter dicts, canonicalised in one batch."""
+        if not params:
+            return np.empty((0, self.space.n_genes), dtype=np.int64)
+        return self.space.canonical(np.stack([self.space.row_from_params(p) for p in params]))
+
+    def remember(self, entries: Sequence[Entry]) -> None:
+        """Put new evaluations into the cache."""
+        for e in entries:
+            self.cache[row_key(e.row)] = e
+
+    def sync(self) -> list[FrozenTrial]:
+        """Read new evaluated trials (another worker's, or a stored study's) into the cache;
+        return every trial. Only the trials from the first unfinished one on are looked at,
+        so that a generation's bookkeeping does not grow with the study."""
+        trials = self.study.get_trials(deepcopy=False)
+        fresh = []
+        for t in trials[self._scan :]:
+            if t.number in self._done or t.state != TrialState.COMPLETE:
+                continue
+            self._done.add(t.number)
+            if t.user_attrs.get(EVALUATED):
+                fresh.append(t)
+        while self._scan < len(trials) and trials[self._scan].state.is_finished():
+            self._scan += 1
+        new: dict[bytes, Entry] = {}
+        for t, row in zip(fresh, self.rows([t.params for t in fresh])):
+            k = row_key(row)
+            if k not in self.cache and k not in new:
+                values = {m.name: float(v) for m, v in zip(self.problem.objectives, t.values)}
+                values.update({n: float(v) for n, v in t.user_attrs.get(METRICS, {}).items()})
+                new[k] = Entry(row, self.space.decode(row), values, t.number)
+        self.remember(list(new.values()))
+        return trials
+
+    def live(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        """The running trials (all lie from the first unfinished one on)."""
+        return [t for t in trials[self._scan :] if t.state == TrialState.RUNNING]
+
+    def in_flight(self, trials: Sequence[FrozenTrial]) -> dict[bytes, int]:
+        """Row keys of other workers' running trials -> their lowest trial number."""
+        # A trial still being asked has no full row yet.
+        live = [t for t in self.live(trials) if len(t.params) == self.space.n_genes]
+        out: dict[bytes, int] = {}
+        for t, row in zip(live, self.rows([t.params for t in live])):
+            k = row_key(row)
+            if k not in self.cache:
+                out[k] = min(out.get(k, t.number), t.number)
+        return out
+
+    def claims(self, trials: Sequence[FrozenTrial], mine: set[int]) -> dict[bytes, int]:
+        """Row keys that other workers' running trials have claimed -> the claiming trial."""
+        live = [t for t in self.live(trials) if t.number not in mine and t.user_attrs.get(CLAIM)]
+        return {row_key(r): t.number for t, r in zip(live, self.rows([t.params for t in live]))}

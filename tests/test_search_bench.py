@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from search.benchmarks.table import load_table, percentile_budgets, score, table_search
+from search.objectives import Metric
 from search.pareto import hypervolume_2d, non_dominated
-from search.problem import SearchSettings
+from search.problem import Problem, SearchSettings
+from search.refine import Refiner
 
 ACC, XEON = "cifar10_acc", "latency_ms_gold_6226"
 
@@ -117,3 +119,24 @@ def test_cli_bad_input_is_one_line(shared_data, tmp_path, override, message):
 def test_missing_table_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         load_table(tmp_path / "none.csv", [ACC])
+
+
+def test_refinement_work_per_generation_does_not_grow_with_the_search(table):
+    """Neighbourhoods computed per generation stay about what the proposals need late in a
+    search: sources whose neighbours are all evaluated, or all predicted too far over a
+    budget, are not looked at again each generation (they were: 3,000 evaluations into a
+    search, ~290 neighbourhoods a generation for 40 proposals, growing with every one)."""
+    objectives = [Metric("accuracy", table.lookup(ACC), "maximize"), Metric("latency", table.lookup(XEON), "minimize")]
+    problem = Problem.of(table.space, objectives, budgets=percentile_budgets(table.values[XEON], [10, 25, 50]))
+    space, rng, k = problem.space, np.random.default_rng(0), 40
+    refiner, seen, per_generation = Refiner(problem), set(), []
+    while refiner.n < 4000:
+        calls = refiner.neighbour_calls
+        out = refiner.propose(set(), k, np.random.default_rng([0, refiner.n])) if refiner.n else []
+        rows = [r for r in [*out, *space.random_rows(10, rng)] if r.tobytes() not in seen]
+        seen.update(r.tobytes() for r in rows)
+        configs = [space.decode(r) for r in rows]
+        refiner.add(np.array(rows), {name: m(configs) for name, m in problem.metrics.items()})
+        per_generation.append(refiner.neighbour_calls - calls)
+    late = per_generation[-len(per_generation) // 3 :]
+    assert np.mean(late) <= 2 * k

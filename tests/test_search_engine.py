@@ -356,3 +356,15 @@ def test_metrics_must_return_one_finite_value_per_config():
         search.run(SPACE, [short, mbv3_macs(SPACE)], SearchSettings(10, 10, 0))
     with pytest.raises(ValueError, match="direction None is not allowed"):
         Metric("score", lambda archs: archs)
+
+
+@pytest.mark.parametrize(
+    "space", [search.MBV3Genes(SPACE), search.MBV3Genes(SPACES["ofa_mbv3_w10"]), search.NB201Genes()]
+)
+def test_the_refiners_vectorised_neighbours_are_the_spaces(space):
+    from search.refine import Neighbours
+
+    neighbours = Neighbours(space)
+    for row in space.random_rows(200, np.random.default_rng(0)):
+        expected = space.neighbours(row)
+        assert neighbours(row).shape == expected.shape and (neighbours(row) == expected).all()
