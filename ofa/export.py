@@ -159,7 +159,10 @@ def load_subnet(directory: str | os.PathLike, space: MBV3Space | None = None) ->
             f"{Path(directory) / ARCH_FILE} belongs to space fingerprint {saved_space.fingerprint()} "
             f"({saved_space.name}), not {space.fingerprint()} ({space.name})"
         )
-    weights = Path(directory) / meta.get("weights", WEIGHTS_FILE)
+    weights = Path(directory) / str(meta.get("weights", WEIGHTS_FILE))
+    if weights.resolve().parent != Path(directory).resolve():
+        raise ValueError(f"{Path(directory) / ARCH_FILE}: weights = {meta.get('weights')!r} is not allowed; "
+                         "it must name a file beside arch.json")  # fmt: skip
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found beside {ARCH_FILE}")
     model = MobileNetV3(saved_space, arch, float(meta.get("dropout", 0.0)))

@@ -283,3 +283,19 @@ def test_a_run_folder_that_is_an_existing_file_is_one_line(tmp_path, capsys):
     taken.write_text("keep me")
     line = user_error_line(lambda: check_command_line("fit", ["table=t.csv", "target=acc", f"out={taken}"]), capsys)
     assert f"the run folder {taken} is an existing file" in line and taken.read_text() == "keep me"
+
+
+def test_an_arch_json_cannot_point_its_weights_outside_its_folder(tmp_path, capsys):
+    import json
+
+    from ofa.export import load_subnet, save_subnet
+    from ofa.networks import OFAMobileNetV3
+
+    supernet = OFAMobileNetV3.from_preset("mnist")
+    arch = supernet.space.smallest()
+    folder = save_subnet(tmp_path / "sub", supernet.space, arch, supernet.extract_subnet(arch))
+    meta = json.loads((folder / "arch.json").read_text())
+    meta["weights"] = "../elsewhere/weights.safetensors"
+    (folder / "arch.json").write_text(json.dumps(meta))
+    line = user_error_line(lambda: load_subnet(folder), capsys)
+    assert "weights = '../elsewhere/weights.safetensors' is not allowed" in line
