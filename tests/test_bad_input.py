@@ -299,3 +299,14 @@ def test_an_arch_json_cannot_point_its_weights_outside_its_folder(tmp_path, caps
     (folder / "arch.json").write_text(json.dumps(meta))
     line = user_error_line(lambda: load_subnet(folder), capsys)
     assert "weights = '../elsewhere/weights.safetensors' is not allowed" in line
+
+
+@pytest.mark.parametrize("value", ["abc", 0, 1.5])
+def test_a_bad_epochs_per_phase_is_one_line_before_training(value, capsys):
+    from app.config import compose
+    from app.train import build_module
+    from ofa.networks import OFAMobileNetV3
+
+    cfg = compose("train", [f"epochs_per_phase={value}"])
+    line = user_error_line(lambda: build_module(cfg, OFAMobileNetV3.from_preset("mnist")), capsys)
+    assert f"epochs_per_phase = {value!r} is not allowed" in line

@@ -40,6 +40,11 @@ class Phase:
     subnet_loss_ramp_epochs: float = 0.0  # DEPS: weight of non-largest sub-networks rises 0 -> 1
 
     def __post_init__(self) -> None:
+        for key, kind in (("epochs", int), ("random_subnets", int), ("lr", float), ("warmup_epochs", float)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and value != int(value)):
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(f"phase {self.name!r}: {key} = {value!r} is not allowed; it must be {what}")
         if self.epochs < 1:
             raise ValueError(f"phase {self.name!r}: epochs = {self.epochs} must be at least 1")
         if self.lr <= 0:
@@ -123,6 +128,9 @@ class Schedule:
                 )
             p["name"] = str(p.get("name") or name)
             if epochs_per_phase is not None:
+                if isinstance(epochs_per_phase, bool) or not isinstance(epochs_per_phase, int) or epochs_per_phase < 1:
+                    raise ValueError(f"epochs_per_phase = {epochs_per_phase!r} is not allowed; allowed: null or an "
+                                     "integer >= 1")  # fmt: skip
                 p["epochs"] = epochs_per_phase
             phases.append(Phase(**p))
         core = {"name", "phases", "kd_ratio", "kd_temperature"}
