@@ -81,11 +81,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+# Datasets recorded by a supernet file that a data config of another name reads: OFA's released
+# supernets say "imagenet"; ImageNet is given to us as an image folder.
+READERS = {"imagenet": ("imagefolder",)}
+
+
 def check_trained_on(meta: dict[str, Any], data_name: str, allow_other: bool = False) -> str | None:
     """The dataset a supernet file says it was trained on (None: not recorded, e.g. an imported
     one); refuses another `data_name` in one line unless `allow_other` (the report records it)."""
     trained = (meta.get("info") or {}).get("data")
-    if trained and trained != data_name and not allow_other:
+    if trained and data_name not in (trained, *READERS.get(trained, ())) and not allow_other:
         raise UserError(
             f"data = {data_name!r} is not the dataset this supernet was trained on ({trained!r}); set "
             f"data={trained}, or allow_other_data=true to evaluate it there anyway (recorded in the report)"

@@ -253,7 +253,8 @@ def test_a_supernet_is_not_evaluated_on_another_dataset_unless_allowed(supernet_
     line = user_error_line(lambda: check_trained_on(meta, "digits"), capsys)
     assert "data = 'digits' is not the dataset this supernet was trained on ('mnist5k')" in line
     assert check_trained_on(meta, "digits", allow_other=True) == "mnist5k"
-    assert check_trained_on({"info": {}}, "digits") is None  # an imported supernet records none
+    assert check_trained_on({"info": {}}, "digits") is None  # a file that records none
+    assert check_trained_on({"info": {"data": "imagenet"}}, "imagefolder") == "imagenet"  # an imported OFA file
 
 
 def test_a_sub_network_folder_appears_whole_or_not_at_all(tmp_path):
