@@ -311,3 +311,13 @@ def test_a_bad_epochs_per_phase_is_one_line_before_training(value, capsys):
     cfg = compose("train", [f"epochs_per_phase={value}"])
     line = user_error_line(lambda: build_module(cfg, OFAMobileNetV3.from_preset("mnist")), capsys)
     assert f"epochs_per_phase = {value!r} is not allowed" in line
+
+
+def test_an_unknown_subnet_loss_reduction_is_one_line_before_training(capsys):
+    from app.config import compose
+    from app.train import build_module
+    from ofa.networks import OFAMobileNetV3
+
+    cfg = compose("train", ["optim.subnet_losses=avg"])
+    line = user_error_line(lambda: build_module(cfg, OFAMobileNetV3.from_preset("mnist")), capsys)
+    assert "optim.subnet_losses = 'avg' is not allowed; allowed: mean, sum" in line

@@ -34,6 +34,11 @@ class OptimConfig:
     weight_decay: float = 3e-5
     label_smoothing: float = 0.1
     grad_clip: float | None = None
+    subnet_losses: str = "mean"  # mean: each sub-network's loss / their number; sum: OFA's and BigNAS's accumulation
+
+    def __post_init__(self) -> None:
+        if self.subnet_losses not in ("mean", "sum"):
+            raise ValueError(f"optim.subnet_losses = {self.subnet_losses!r} is not allowed; allowed: mean, sum")
 
 
 def validation_panel(space: MBV3Space, n_random: int, seed: int = 0) -> dict[str, ArchConfig]:
@@ -174,7 +179,8 @@ class SupernetModule(L.LightningModule):
             elif inplace_teacher and target is None:
                 target = logits.detach()
             weight = 1.0 if arch == largest else ramp
-            self.manual_backward(loss * weight / len(archs))
+            share = 1.0 / len(archs) if self.optim.subnet_losses == "mean" else 1.0
+            self.manual_backward(loss * weight * share)
             total = total + loss.detach() / len(archs)
         if self.optim.grad_clip:
             self.clip_gradients(opt, gradient_clip_val=self.optim.grad_clip, gradient_clip_algorithm="norm")
