@@ -34,7 +34,7 @@ class OptimConfig:
     weight_decay: float = 3e-5
     label_smoothing: float = 0.1
     grad_clip: float | None = None
-    subnet_losses: str = "mean"  # mean: each sub-network's loss / their number; sum: OFA's and BigNAS's accumulation
+    subnet_losses: str = "sum"  # sum: OFA's and BigNAS's accumulation; mean: each loss divided by their number
 
     def __post_init__(self) -> None:
         if self.subnet_losses not in ("mean", "sum"):
