@@ -53,12 +53,12 @@ def fit_from_config(
         raise ValueError(f"out is required: {USAGE}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"out = {out} is a file; out is the folder predictor.json is written into")
-    space = cfg.get("space")
+    space = None if cfg.get("space") in (None, "") else str(cfg.space)
     if cfg.get("sources"):
-        return transfer_from_config(cfg, out, None if space in (None, "") else str(space), console)
+        return transfer_from_config(cfg, out, space, console)
     with progress_bar(console, "cross-validating candidates, then fitting the chosen one") as on_progress:
-        result = fit_predictor(cfg.table, str(cfg.target), out, settings_from(cfg),
-                               space=None if space in (None, "") else str(space), on_progress=on_progress)  # fmt: skip
+        result = fit_predictor(cfg.table, str(cfg.target), out, settings_from(cfg), space=space,
+                               on_progress=on_progress)  # fmt: skip
     report_fit(console, result)
     return result
 

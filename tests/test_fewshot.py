@@ -4,14 +4,12 @@ fallback, the choice of what to measure, ofa-fewshot-bench, and the ofa-fit / of
 from __future__ import annotations
 
 import csv
-import io
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from rich.console import Console
 from scipy import stats
 
 from app.config import compose
@@ -30,28 +28,16 @@ from predictors.transfer import choose_measurements, fit_transfer
 from predictors.transfer_sources import resolve_sources, source_latencies
 from tests.conftest import REPO_ROOT, user_error_line
 from tests.predictor_tables import write_gpu_slice
+from tests.test_profiling import TINY_PROFILE as PROFILING_PROFILE
+from tests.test_profiling import quiet
 
 MNIST = SPACES["mnist"]
 CPU_ORT = REPO_ROOT / "hw_profiles" / "cpu-ort"
 NB201 = "nb201_accuracy_latency.csv"
 NB201_DEVICES = ["latency_ms_gold_6226", "latency_ms_titan_rtx_1", "latency_ms_pixel3", "latency_ms_raspi4"]
 GPU_DEVICES = ["latency_ms_titan_rtx_b1", "latency_ms_titan_rtx_b32", "latency_ms_2080ti_b1", "latency_ms_2080ti_b32"]
-TINY_PROFILE = {
-    "hardware": "this CPU (test)",
-    "supernet": "mnist",
-    "backend": "torch-cpu",
-    "precision": "fp32",
-    "batch_size": 1,
-    "threads": 1,
-    "timing": {"warmup": 1, "rounds": 2, "iterations_per_round": 1, "min_round_ms": None},
-    "noise": {"cv_threshold": 0.5, "max_remeasure": 0, "group_size": 3},
-    "power": {"sampler": "none"},
-    "budgets": {"latency_ms": [5.0]},
-}
-
-
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=120)
+# The profiling tests' tiny torch-cpu profile, with groups of three.
+TINY_PROFILE = {**PROFILING_PROFILE, "noise": {**PROFILING_PROFILE["noise"], "group_size": 3}}
 
 
 @pytest.fixture

@@ -24,18 +24,11 @@ from ofa.space import SPACES
 from search.objectives import Budget, Metric, mbv3_macs, mbv3_params
 from search.problem import SearchSettings
 from search.storage import WORKER, OwnedLock, StaleTrials, process_start, worker_id
+from tests.test_search_engine import quiet_optuna  # noqa: F401 (autouse: Optuna quiet, as the app runs it)
 
 SPACE = SPACES["ofa_mbv3_mnist"]
 N = 160
 BUDGETS = [Budget.of("30M", macs=30e6)]
-
-
-@pytest.fixture(autouse=True)
-def quiet_optuna():
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    yield
-    optuna.logging.set_verbosity(level)
 
 
 KILLED_WORKER = textwrap.dedent(
