@@ -15,7 +15,10 @@ column (Spearman's rho and Kendall's tau), mean over seeds. Arms:
 - (a) one-hot ridge: a one-device ridge (alpha 1, raw target) on one-hot features, on the same
   N cells as ours;
 - (b) source log ridge: ridge (alpha 1) of the log target on the sources' measured
-  log-latencies, N random cells (the issue's reference arm).
+  log-latencies, N random cells (the issue's reference arm);
+- ceiling: the left-out column's own predictor fitted on all its other cells (5-fold,
+  out-of-fold), i.e. a full profile of the device. A column whose ceiling is low is noisy:
+  what it repeats, no predictor can beat (the OFA table's batch-1 and 2080 Ti columns).
 
 Then, on NAS-Bench-201, devices of a kind not among the sources: each phone-class device from
 the Xeon and the TITAN RTX alone (the TITAN RTX, the one accelerator, is left out above already).
@@ -49,7 +52,7 @@ TABLES = {
         ["latency_ms_titan_rtx_b1", "latency_ms_titan_rtx_b32", "latency_ms_2080ti_b1", "latency_ms_2080ti_b32"],
     ),
 }
-ARMS = ("transfer", "transfer, random cells", "no sources", "(a) one-hot ridge", "(b) source log ridge")
+ARMS = ("transfer", "transfer, random cells", "no sources", "(a) one-hot ridge", "(b) source log ridge", "ceiling")
 UNSEEN_KINDS = (  # (table, left-out column, sources): no device of the left-out one's kind among the sources
     ("nb201", "latency_ms_pixel3", ("latency_ms_gold_6226", "latency_ms_titan_rtx_1")),
     ("nb201", "latency_ms_raspi4", ("latency_ms_gold_6226", "latency_ms_titan_rtx_1")),
@@ -86,6 +89,7 @@ def one_seed(table: FewshotTable, smooth: np.ndarray, target: str, sources: list
         ARMS[2]: (alone.spearman, alone.kendall),
         ARMS[3]: scores(onehot, truth),
         ARMS[4]: scores(source_log, truth),
+        ARMS[5]: scores(smooth[:, names.index(target)], truth),
     }
 
 
