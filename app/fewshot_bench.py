@@ -103,9 +103,11 @@ def _mbv3_space(table: Any, space: str | None) -> MBV3Space:
 
 def read_fewshot_table(path: str | Path, columns: list[str], space: str | None = None) -> FewshotTable:
     """`columns` (numeric) of a NAS-Bench-201 table (`arch`) or an OFA table (`ks,e,d,r`). The
-    transfer model's compact features: per cell the count of each operation as written and as
-    effective (`search.nb201.effective_ops`: some devices run dead edges, others prune them);
-    per sub-network `predictors.transfer.compact_features`."""
+    transfer model's compact features: per cell the count of each operation as written (x86
+    CPUs and GPUs run every edge) and on the edges that reach the output (mobile runtimes prune
+    the rest: `search.nb201.effective_ops(keep_unreached=True)`; these counts fit the Pixel 3 and
+    Raspberry Pi 4 columns better than the fully effective ones); per sub-network
+    `predictors.transfer.compact_features`."""
     table = read_csv(path, "table")
     missing = [c for c in columns if c not in table.columns or c in ("arch", *ARCH_FIELDS)]
     if missing:
@@ -117,7 +119,7 @@ def read_fewshot_table(path: str | Path, columns: list[str], space: str | None =
     if "arch" in table.columns:
         genes = NB201Genes()
         rows = np.stack([genes.row_of(r["arch"]) for r in table.rows])
-        counts = np.concatenate([_op_counts(rows), _op_counts(nb201.effective_ops(rows))], axis=1)
+        counts = np.concatenate([_op_counts(rows), _op_counts(nb201.effective_ops(rows, keep_unreached=True))], axis=1)
         keys = [genes.decode(r) for r in rows]
         fields = [{"arch": r["arch"]} for r in table.rows]
         return FewshotTable(table.path, "nb201", ("arch",), keys, fields, counts, nb201.cost_features(rows),

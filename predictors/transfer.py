@@ -11,10 +11,12 @@ predictor's, never a single noisy measurement: `smooth_columns` makes such predi
 table) and `feature_j` a handful of compact architecture features (operation counts; MACs,
 parameters, traffic, depth and resolution). With ten measurements, each block is a ridge
 regression whose strength leave-one-out chooses; the candidates (sources only, features only,
-both with the features penalised 1-100x more than the sources) are mixed with pseudo-Bayesian
-weights from their leave-one-out errors (Gaussian likelihood of the held-out points:
-weight ~ MSE^(-n/2)), and since every candidate is linear in the same columns the mixture is
-one linear model. Predictions below half the smallest measurement are squashed, strictly
+both with the features penalised 0.1-100x as much as the sources) are mixed with
+pseudo-Bayesian weights from their leave-one-out errors, tempered (Gaussian likelihood of the
+held-out points raised to `tempering`: weight ~ MSE^(-tempering * n/2)); ten leave-one-out
+errors are too few to trust the untempered likelihood, which puts all weight on one candidate
+and picks the wrong one on devices unlike the sources. Since every candidate is linear in the
+same columns the mixture is one linear model. Predictions below half the smallest measurement are squashed, strictly
 monotonically, towards zero (`soft_floor`): rankings keep every difference, latencies stay
 positive. Without sources it is a one-device ridge on the compact features.
 
@@ -69,7 +71,8 @@ class TransferSettings:
     """The candidates leave-one-out weighs (every command uses the defaults; figures: bench/fewshot_devices.py)."""
 
     alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)  # ridge strengths, per candidate
-    feature_penalties: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)  # features' penalty / the sources'
+    feature_penalties: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # features' penalty / the sources'
+    tempering: float = 0.2  # power of the leave-one-out likelihood in the mixture's weights (1: untempered)
     floor_fraction: float = 0.5  # soft floor at this fraction of the smallest measurement
 
 
@@ -207,7 +210,7 @@ def fit_transfer(
     floor = settings.floor_fraction * float(y.min())
     fits = [(c.name, *_best_alpha(Z, y, c, settings.alphas, floor)) for c in _candidates(k, X.shape[1] - k, settings)]
     mses = np.array([max(f[1], 1e-300) for f in fits])
-    logw = -0.5 * len(y) * np.log(mses / mses.min())
+    logw = -0.5 * settings.tempering * len(y) * np.log(mses / mses.min())
     weights = np.exp(logw - logw.max())
     weights /= weights.sum()
     coef = sum(w * f[3] for w, f in zip(weights, fits))

@@ -21,8 +21,11 @@ _EDGE = {e: i for i, e in enumerate(NB201_EDGES)}
 PATHS = (((3, 0),), ((1, 0), (3, 1)), ((2, 0), (3, 2)), ((1, 0), (2, 1), (3, 2)))
 
 
-def effective_ops(rows: np.ndarray) -> np.ndarray:
-    """Rows of op indices with every edge that cannot affect the output set to `none`."""
+def effective_ops(rows: np.ndarray, keep_unreached: bool = False) -> np.ndarray:
+    """Rows of op indices with every edge that cannot affect the output set to `none`.
+    `keep_unreached`: set only the edges whose target reaches no output to `none` (an edge fed
+    by a node the input does not reach still runs, on zeros): what a mobile runtime's graph
+    compiler prunes as dead code."""
     rows = np.asarray(rows)
     out = np.empty_like(rows)
     for n, row in enumerate(rows):
@@ -34,7 +37,7 @@ def effective_ops(rows: np.ndarray) -> np.ndarray:
         for j in (2, 1, 0):
             useful[j] = any(live[(k, j)] and useful[k] for k in range(j + 1, 4))
         for i, (to, frm) in enumerate(NB201_EDGES):
-            out[n, i] = row[i] if live[(to, frm)] and reached[frm] and useful[to] else NONE
+            out[n, i] = row[i] if live[(to, frm)] and (reached[frm] or keep_unreached) and useful[to] else NONE
     return out
 
 

@@ -63,6 +63,10 @@ def test_effective_ops_drop_edges_that_cannot_reach_the_output():
     eff = nb201.effective_ops(np.stack([dead, twin]))
     assert space.decode(eff[0]) == "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
     assert (eff[0] == eff[1]).all() and len(set(nb201.groups(np.stack([dead, twin])))) == 1
+    # what a graph compiler prunes: node 2 feeds no output, so its two inputs go; the conv from
+    # the unreached node 1 into the output still runs (on zeros)
+    pruned = nb201.effective_ops(dead[None], keep_unreached=True)[0]
+    assert space.decode(pruned) == "|none~0|+|none~0|none~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
     unreachable = space.row_of("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|none~2|")
     feats = nb201.live_counts(nb201.effective_ops(unreachable[None]))
     assert feats[0, 0] == 0 and feats[0, 1:].sum() == 0  # nothing reaches the output
