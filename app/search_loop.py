@@ -30,7 +30,7 @@ from ofa.data.datamodule import ImageDataModule
 from ofa.errors import UserError
 from ofa.evaluation import subnet_accuracy
 from ofa.space import ArchConfig, MBV3Space
-from ofa.training.eval_subnets import evaluate_subnets
+from ofa.training.eval_subnets import EvalData, evaluate_subnets, read_eval_data
 from predictors.features import encode, to_arrays
 from search.loop import LoopSettings, LoopSpace, Measurement, RoundReport, best_measured, run_loop
 from search.objectives import Budget
@@ -72,6 +72,7 @@ class SubnetMeasurer:
         self.margins = {t: _margin(p) for t, p in inputs.predictors.items() if t in HARDWARE}
         self.floors = {t: self._floor(t) for t in self.margins}
         self.sources: dict[str, str] = {}  # arch key -> where its hardware figures came from
+        self._eval_data: EvalData | None = None  # read at the first new sub-network, kept for every round
 
     def _latency_runs_here(self) -> bool:
         from predictors.measure.backends import runs_here
@@ -82,9 +83,14 @@ class SubnetMeasurer:
     def accuracy(self, archs: Sequence[ArchConfig]) -> dict[str, float]:
         """Validation accuracy per arch key, appending the new ones to measured_accuracy.csv."""
         rows = evaluate_subnets(self.inputs.supernet, self.dm, list(archs), self.accuracy_table,
-                                int(self.cfg.bn_calibration_images))  # fmt: skip
+                                int(self.cfg.bn_calibration_images), data=self._read_eval_data)  # fmt: skip
         wanted = {a.key() for a in archs}
         return {k: float(r["acc"]) for r in rows if (k := ArchConfig.from_csv_fields(r).key()) in wanted}
+
+    def _read_eval_data(self) -> EvalData:
+        if self._eval_data is None:
+            self._eval_data = read_eval_data(self.dm, int(self.cfg.bn_calibration_images))
+        return self._eval_data
 
     def costs(self, archs: Sequence[ArchConfig], measure: bool) -> tuple[list[dict[str, float]], list[str]]:
         """Per arch: every hardware figure the budgets limit, and where its latency came from."""

@@ -19,7 +19,7 @@ from app.shell import CONF_DIR
 from app.train import train
 from ofa.checkpoint import load_supernet
 from ofa.space import SPACES
-from ofa.training.eval_subnets import eval_archs, evaluate_subnets
+from ofa.training.eval_subnets import eval_archs, evaluate_subnets, read_eval_data
 from ofa.training.module import SupernetModule
 from ofa.training.schedule import Phase, Schedule
 from tests.conftest import user_error_line
@@ -219,6 +219,18 @@ def test_eval_subnets_writes_resumable_rows(smoke_run, tmp_path):
     for row, arch in zip(rows, archs):
         assert SPACES["mnist"].parse(row) == arch
         assert 0.0 <= float(row["acc"]) <= 1.0 and int(row["macs"]) == supernet.count_macs(arch)
+    # data read once and passed in (the search loop's rounds) gives the same rows; a reader
+    # passed as a function is not called when nothing is new
+    reads = []
+
+    def reader():
+        reads.append(1)
+        return read_eval_data(dm, 64)
+
+    again = evaluate_subnets(supernet, dm, archs, tmp_path / "again.csv", 64, data=reader)
+    assert [float(r["acc"]) for r in again] == [float(r["acc"]) for r in rows] and reads == [1]
+    evaluate_subnets(supernet, dm, archs, tmp_path / "again.csv", 64, data=reader)
+    assert reads == [1]
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ The command is app/eval_subnets.py (`ofa-eval-subnets`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,6 +39,22 @@ def eval_archs(space: MBV3Space, n: int, seed: int) -> list[ArchConfig]:
     return archs[:n]
 
 
+@dataclass(frozen=True)
+class EvalData:
+    """What every sub-network is evaluated on: BN-calibration images and the normalised
+    validation batches. Read once; a caller that evaluates in rounds (the search's measurement
+    loop) keeps it, since reading an image folder again costs seconds per round."""
+
+    images: torch.Tensor
+    batches: list
+
+
+def read_eval_data(
+    dm: ImageDataModule, bn_calibration_images: int, on_batch: Callable[[int, int], None] | None = None
+) -> EvalData:
+    return EvalData(dm.calibration_images(bn_calibration_images), _read_batches(dm, on_batch))
+
+
 def evaluate_subnets(
     supernet: OFAMobileNetV3,
     dm: ImageDataModule,
@@ -46,11 +63,14 @@ def evaluate_subnets(
     bn_calibration_images: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    data: EvalData | Callable[[], EvalData] | None = None,
 ) -> list[dict]:
     """Evaluate the `archs` not yet in `output` and append each row as it is measured; returns
     every row of the file. `on_progress(done, total)` after each sub-network; `on_batch(done,
     total)` after each validation batch read (before the first sub-network), then after each
-    batch a sub-network has classified (a large validation set shows progress inside one)."""
+    batch a sub-network has classified (a large validation set shows progress inside one).
+    `data`: the images and batches to use (or a function returning them, called only if some
+    arch is new); default: read from `dm`."""
     space = supernet.space
     output = Path(output)
     table = read_arch_table(output, space, COLUMNS) if output.is_file() else None
@@ -59,11 +79,12 @@ def evaluate_subnets(
     todo = [a for a in archs if a not in done]
     if not todo:
         return rows
-    images = dm.calibration_images(bn_calibration_images)
     check_labels_fit(dm, space)
-    val_batches = _read_batches(dm, on_batch)
+    if callable(data):
+        data = data()
+    data = data or read_eval_data(dm, bn_calibration_images, on_batch)
     for i, arch in enumerate(todo, start=1):
-        _, acc = subnet_accuracy(supernet, arch, images, _reporting(val_batches, on_batch))
+        _, acc = subnet_accuracy(supernet, arch, data.images, _reporting(data.batches, on_batch))
         rows.append(
             {
                 **arch.to_csv_fields(),
