@@ -321,3 +321,13 @@ def test_an_unknown_subnet_loss_reduction_is_one_line_before_training(capsys):
     cfg = compose("train", ["optim.subnet_losses=avg"])
     line = user_error_line(lambda: build_module(cfg, OFAMobileNetV3.from_preset("mnist")), capsys)
     assert "optim.subnet_losses = 'avg' is not allowed; allowed: mean, sum" in line
+
+
+def test_an_unknown_label_smoothing_target_is_one_line_before_training(capsys):
+    from app.config import compose
+    from app.train import build_module
+    from ofa.networks import OFAMobileNetV3
+
+    cfg = compose("train", ["optim.label_smoothing_on=smallest"])
+    line = user_error_line(lambda: build_module(cfg, OFAMobileNetV3.from_preset("mnist")), capsys)
+    assert "optim.label_smoothing_on = 'smallest' is not allowed; allowed: largest, all" in line

@@ -203,3 +203,17 @@ def test_layer_shapes_identify_layers_independently_of_position():
     a = space.uniform(5, 4, 3, 160)
     b = space.uniform(5, 4, 2, 160)
     assert [c.shape for c in layer_costs(space, a)][:3] == [c.shape for c in layer_costs(space, b)][:3]
+
+
+def test_zero_init_residual_starts_every_residual_block_as_the_identity():
+    torch.manual_seed(0)
+    net = OFAMobileNetV3.from_preset("mnist", zero_init_residual=True).eval()
+    plain = OFAMobileNetV3.from_preset("mnist").eval()
+    residual = [b for b in net.blocks if b.use_residual]
+    assert residual and all(b.project_bn.weight.abs().sum() == 0 for b in residual)
+    for block in residual:
+        x = torch.randn(2, block.project_bn.num_features, 6, 6)
+        assert torch.equal(block(x), x)
+    # blocks without a shortcut and the plain network keep OFA's BN scale 1
+    assert all(b.project_bn.weight.min() == 1 for b in net.blocks if not b.use_residual)
+    assert all(b.project_bn.weight.min() == 1 for b in plain.blocks)

@@ -28,6 +28,7 @@ class OFAMobileNetV3(nn.Module):
         *,
         dropout: float = 0.1,
         space: MBV3Space | None = None,
+        zero_init_residual: bool = False,
         **space_fields: Any,
     ) -> None:
         super().__init__()
@@ -62,12 +63,16 @@ class OFAMobileNetV3(nn.Module):
         self.final_expand, self.feature_mix, self.classifier = build_head(space, dropout)
         self.active_depths = [space.max_depth] * space.n_stages
         self.active_arch = space.largest()
+        self.zero_init_residual = zero_init_residual
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """OFA's initialisation: convs He-normal over fan-out, BN (1, 0), linear uniform with
-        zero bias; kernel-transform matrices stay identity."""
+        zero bias; kernel-transform matrices stay identity. With `zero_init_residual` (BigNAS,
+        as torchvision's ResNet) the last BN of every residual block starts at scale 0, so each
+        such block starts as the identity: a sub-network of any depth starts as the same
+        function as its shallower neighbours."""
         for module in self.modules():
             weight = getattr(module, "weight", None)
             if isinstance(module, nn.BatchNorm2d):
@@ -82,14 +87,20 @@ class OFAMobileNetV3(nn.Module):
                 nn.init.normal_(weight, 0.0, (2.0 / fan_out) ** 0.5)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
+        if self.zero_init_residual:
+            for block in self.blocks:
+                if block.use_residual:
+                    nn.init.zeros_(block.project_bn.weight)
 
     @classmethod
-    def from_preset(cls, preset: str, dropout: float = 0.1, **overrides: Any) -> OFAMobileNetV3:
+    def from_preset(
+        cls, preset: str, dropout: float = 0.1, zero_init_residual: bool = False, **overrides: Any
+    ) -> OFAMobileNetV3:
         """Supernet of a named space in `ofa.space.SPACES`, any space field overridden."""
         space = get_space(preset)
         if overrides:
             space = space.with_(**_as_tuples(overrides))
-        return cls(space=space, dropout=dropout)
+        return cls(space=space, dropout=dropout, zero_init_residual=zero_init_residual)
 
     # --- the contract ------------------------------------------------------------------
     def set_active_subnet(self, arch: ArchConfig | Mapping[str, Any]) -> ArchConfig:

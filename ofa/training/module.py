@@ -35,10 +35,19 @@ class OptimConfig:
     label_smoothing: float = 0.1
     grad_clip: float | None = None
     subnet_losses: str = "sum"  # sum: OFA's and BigNAS's accumulation; mean: each loss divided by their number
+    label_smoothing_on: str = "all"  # largest: BigNAS's regularise-the-largest-only (the rest learn from it); all
 
     def __post_init__(self) -> None:
         if self.subnet_losses not in ("mean", "sum"):
             raise ValueError(f"optim.subnet_losses = {self.subnet_losses!r} is not allowed; allowed: mean, sum")
+        if self.label_smoothing_on not in ("largest", "all"):
+            raise ValueError(
+                f"optim.label_smoothing_on = {self.label_smoothing_on!r} is not allowed; allowed: largest, all"
+            )
+
+    def smoothing(self, is_largest: bool) -> float:
+        """Label smoothing of one sub-network's cross-entropy."""
+        return self.label_smoothing if is_largest or self.label_smoothing_on == "all" else 0.0
 
 
 def validation_panel(space: MBV3Space, n_random: int, seed: int = 0) -> dict[str, ArchConfig]:
@@ -172,7 +181,7 @@ class SupernetModule(L.LightningModule):
         for arch in archs:
             self.supernet.set_active_subnet(arch)
             logits = self.supernet(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.optim.smoothing(arch == largest))
             inplace_teacher = distil and not self._teacher and arch == largest
             if target is not None and not inplace_teacher:
                 loss = loss + kd_ratio * soft_cross_entropy(logits, target, self.schedule.kd_temperature)
