@@ -12,6 +12,13 @@ for every supernet of the space, and they are what a budget in the middle of the
 
     .venv/bin/python bench/supernet_vs_standalone.py runs/train/mnist5k-sandwich \
         [--archs mid0 mid1 mid2] [--seeds 3] [--lr 0.1]
+
+Several supernets (e.g. `ofa-train seed=0`, `seed=1`, `seed=2`) with `--seeds 1` pair each with
+the architectures trained alone on its own data split from its own seed, and the table's last
+column is the mean difference over the supernets (a 0.5-point bar needs several: one validation
+image is 0.2 pt, and one architecture's seeds alone span 0.7 pt).
+
+    .venv/bin/python bench/supernet_vs_standalone.py runs/s0 runs/s1 runs/s2 --seeds 1
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -55,9 +63,9 @@ def arch_named(supernet: OFAMobileNetV3, name: str) -> ArchConfig:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="ofa-train run folder or supernet.safetensors")
+    parser.add_argument("checkpoints", type=Path, nargs="+", help="ofa-train run folders or supernet.safetensors")
     parser.add_argument("--archs", nargs="+", default=ARCHS[2:], choices=ARCHS)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="standalone seeds per supernet (its data seed onwards)")
     parser.add_argument("--lr", type=float, default=0.1, help="peak LR of the standalone runs")
     parser.add_argument("--epochs", type=int, default=None, help="default: the supernet schedule's epochs")
     args = parser.parse_args()
@@ -65,42 +73,71 @@ def main() -> None:
         compare(args, make_console())
 
 
-def compare(args: argparse.Namespace, console) -> None:
-    """Each named sub-network from the supernet and trained alone, printed as it goes, then a table."""
-    supernet, meta = load_supernet(resolve_checkpoint(args.checkpoint))
+@dataclass
+class Pair:
+    """One arch of one supernet: its accuracy from the supernet and trained alone (per seed)."""
+
+    supernet: float
+    alone: list[float]
+
+    @property
+    def difference(self) -> float:
+        return self.supernet - statistics.median(self.alone)
+
+
+def compare_one(path: Path, args: argparse.Namespace, console) -> tuple[OFAMobileNetV3, dict[str, Pair]]:
+    """The named sub-networks of one supernet, from it and trained alone on its data split, with
+    standalone seeds starting at its own seed (several supernets of seeds 0, 1, 2 and --seeds 1
+    pair each with an architecture trained on the same split from the same seed)."""
+    supernet, meta = load_supernet(resolve_checkpoint(path))
     info = meta["info"]
     if not args.epochs and "epochs" not in info:  # e.g. an imported OFA supernet: no schedule recorded
-        raise SystemExit(f"error: {args.checkpoint} records no training schedule (imported?); pass --epochs N")
+        raise SystemExit(f"error: {path} records no training schedule (imported?); pass --epochs N")
     epochs = args.epochs or int(info["epochs"])
-    dm = ImageDataModule(name=info.get("data", "mnist5k"), seed=info.get("seed", 0), shift=2)
+    data_seed = int(info.get("seed", 0))
+    dm = ImageDataModule(name=info.get("data", "mnist5k"), seed=data_seed, shift=2)
     images = dm.calibration_images(500)
     val = [(dm.normalize(x), y) for x, y in dm.val_dataloader()]
-    schedule = info.get("schedule", "imported")
-    console.print(f"supernet: {schedule}, {epochs} epochs, data {dm.name}; standalone: {args.seeds} seeds")
-
-    table = Table(title="validation accuracy: from the supernet vs trained alone (same epochs)")
-    for col in ("sub-network", "r", "MACs (M)", "supernet", "alone: median", "alone: min-max", "supernet - alone"):
-        table.add_column(col, justify="right")
+    seeds = list(range(data_seed, data_seed + args.seeds))
+    console.print(f"{path}: {info.get('schedule', 'imported')}, {epochs} epochs, data {dm.name} (seed {data_seed}); "
+                  f"standalone seeds {seeds}")  # fmt: skip
+    pairs = {}
     for name in args.archs:
         arch = arch_named(supernet, name)
         net = recalibrate_bn(supernet.extract_subnet(arch), images, arch.r)
         correct, total = count_correct(net, val, arch.r)
-        from_supernet = correct / total
-        console.print(f"  {name} ({arch.key()}): from the supernet {100 * from_supernet:.2f}%")
+        console.print(f"  {name} ({arch.key()}): from the supernet {100 * correct / total:.2f}%")
         alone = []
-        for seed in range(args.seeds):
+        for seed in seeds:
             start = time.time()
             alone.append(train_standalone(supernet.space, arch, dm, epochs, args.lr, seed))
             console.print(f"  {name} alone, seed {seed}: {100 * alone[-1]:.2f}% ({time.time() - start:.0f} s)")
-        med = statistics.median(alone)
+        pairs[name] = Pair(correct / total, alone)
+    return supernet, pairs
+
+
+def compare(args: argparse.Namespace, console) -> None:
+    """Each named sub-network from each supernet and trained alone, printed as it goes, then a
+    table: per arch, supernet minus alone (median of its seeds) per supernet and their mean."""
+    runs = [compare_one(path, args, console) for path in args.checkpoints]
+    supernet = runs[0][0]
+    table = Table(title="validation accuracy: from the supernet vs trained alone (same epochs)")
+    for col in ("sub-network", "r", "MACs (M)", "supernet", "alone: median", "alone: min-max",
+                "supernet - alone, per supernet", "mean"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for name in args.archs:
+        arch = arch_named(supernet, name)
+        pairs = [pairs[name] for _, pairs in runs]
+        alone = [a for p in pairs for a in p.alone]
         table.add_row(
             name,
             str(arch.r),
             f"{supernet.count_macs(arch) / 1e6:.2f}",
-            f"{100 * from_supernet:.2f}%",
-            f"{100 * med:.2f}%",
+            " / ".join(f"{100 * p.supernet:.2f}" for p in pairs) + "%",
+            f"{100 * statistics.median(alone):.2f}%",
             f"{100 * min(alone):.2f}-{100 * max(alone):.2f}%",
-            f"{100 * (from_supernet - med):+.2f} pt",
+            " / ".join(f"{100 * p.difference:+.2f}" for p in pairs),
+            f"{100 * statistics.mean(p.difference for p in pairs):+.2f} pt",
         )
     console.print(table)
 
