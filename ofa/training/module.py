@@ -35,7 +35,7 @@ class OptimConfig:
     label_smoothing: float = 0.1
     grad_clip: float | None = None
     subnet_losses: str = "sum"  # sum: OFA's and BigNAS's accumulation; mean: each loss divided by their number
-    label_smoothing_on: str = "largest"  # BigNAS: regularise the largest only (the rest learn from it); all
+    label_smoothing_on: str = "all"  # largest: BigNAS's regularise-the-largest-only (the rest learn from it)
 
     def __post_init__(self) -> None:
         if self.subnet_losses not in ("mean", "sum"):
