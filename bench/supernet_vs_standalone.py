@@ -136,7 +136,7 @@ def compare(args: argparse.Namespace, console) -> None:
             " / ".join(f"{100 * p.supernet:.2f}" for p in pairs) + "%",
             f"{100 * statistics.median(alone):.2f}%",
             f"{100 * min(alone):.2f}-{100 * max(alone):.2f}%",
-            " / ".join(f"{100 * p.difference:+.2f}" for p in pairs),
+            " / ".join(f"{100 * p.difference + 0.0:+.2f}".replace("-0.00", "+0.00") for p in pairs),
             f"{100 * statistics.mean(p.difference for p in pairs):+.2f} pt",
         )
     console.print(table)

@@ -209,7 +209,8 @@ def test_zero_init_residual_starts_every_residual_block_as_the_identity():
     torch.manual_seed(0)
     net = OFAMobileNetV3.from_preset("mnist", zero_init_residual=True).eval()
     plain = OFAMobileNetV3.from_preset("mnist").eval()
-    residual = [b for b in net.blocks if b.use_residual]
+    residual = [b for b in (net.first_block, *net.blocks) if b.use_residual]
+    assert net.first_block in residual
     assert residual and all(b.project_bn.weight.abs().sum() == 0 for b in residual)
     for block in residual:
         x = torch.randn(2, block.project_bn.num_features, 6, 6)

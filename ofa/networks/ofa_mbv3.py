@@ -88,7 +88,7 @@ class OFAMobileNetV3(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
         if self.zero_init_residual:
-            for block in self.blocks:
+            for block in (self.first_block, *self.blocks):  # the first block has a shortcut too
                 if block.use_residual:
                     nn.init.zeros_(block.project_bn.weight)
 
