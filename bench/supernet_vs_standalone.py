@@ -24,6 +24,7 @@ image is 0.2 pt, and one architecture's seeds alone span 0.7 pt).
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import statistics
 import time
@@ -33,7 +34,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from app.shell import make_console, quiet_libraries
+from app.shell import LIGHTNING_RANK_ZERO_LOGGER, make_console, quiet_libraries
 from ofa.checkpoint import load_supernet, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
 from ofa.evaluation import count_correct, recalibrate_bn
@@ -69,7 +70,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.1, help="peak LR of the standalone runs")
     parser.add_argument("--epochs", type=int, default=None, help="default: the supernet schedule's epochs")
     args = parser.parse_args()
-    with quiet_libraries():  # Lightning's adverts, as the commands drop them
+    # Lightning's adverts, as the commands drop them, and its per-Trainer device lines (one
+    # standalone run after another would print them each time)
+    logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER).setLevel(logging.WARNING)
+    with quiet_libraries():
         compare(args, make_console())
 
 
