@@ -16,9 +16,9 @@ pseudo-Bayesian weights from their leave-one-out errors, tempered (Gaussian like
 held-out points raised to `tempering`: weight ~ MSE^(-tempering * n/2)); ten leave-one-out
 errors are too few to trust the untempered likelihood, which puts all weight on one candidate
 and picks the wrong one on devices unlike the sources. Since every candidate is linear in the
-same columns the mixture is one linear model. Predictions below half the smallest measurement are squashed, strictly
-monotonically, towards zero (`soft_floor`): rankings keep every difference, latencies stay
-positive. Without sources it is a one-device ridge on the compact features.
+same columns the mixture is one linear model. Predictions below half the smallest measurement
+are squashed, strictly monotonically, towards zero (`soft_floor`): rankings keep every
+difference, latencies stay positive. Without sources it is a one-device ridge on the compact features.
 
 Which cells to measure (`choose_measurements`): greedily the cell whose prediction a linear
 model on the standardised design columns (log source latencies and compact features) knows
@@ -113,7 +113,7 @@ class TransferModel:
     def to_dict(self) -> dict[str, Any]:
         """What predictor.json records of the fit (JSON-able)."""
         return {
-            "method": "ridge mixture on source latencies and compact features, weights from leave-one-out",
+            "method": "ridge mixture on source latencies and compact features, weights from tempered leave-one-out",
             "coef": [float(c) for c in self.coef],
             "intercept": float(self.intercept),
             "mean": [float(v) for v in self.mean],
