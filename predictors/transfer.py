@@ -12,8 +12,9 @@ table) and `feature_j` a handful of compact architecture features (operation cou
 parameters, traffic, depth and resolution). With ten measurements, each block is a ridge
 regression whose strength leave-one-out chooses; the candidates (sources only, features only,
 both with the features penalised 0.1-100x as much as the sources) are mixed with
-pseudo-Bayesian weights from their leave-one-out errors, tempered (Gaussian likelihood of the
-held-out points raised to `tempering`: weight ~ MSE^(-tempering * n/2)); ten leave-one-out
+pseudo-Bayesian weights from their leave-one-out errors (of log(latency + 0.2 x the median
+measurement): a cell a phone prunes to ~0 ms does not dominate), tempered (Gaussian likelihood
+of the held-out points raised to `tempering`: weight ~ MSE^(-tempering * n/2)); ten leave-one-out
 errors are too few to trust the untempered likelihood, which puts all weight on one candidate
 and picks the wrong one on devices unlike the sources. Since every candidate is linear in the
 same columns the mixture is one linear model. Predictions below half the smallest measurement
@@ -73,6 +74,9 @@ class TransferSettings:
     alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)  # ridge strengths, per candidate
     feature_penalties: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # features' penalty / the sources'
     tempering: float = 0.2  # power of the leave-one-out likelihood in the mixture's weights (1: untempered)
+    # leave-one-out errors are of log(latency + this x the median measurement): relative for
+    # ordinary cells, while a cell a mobile runtime prunes to ~0 ms cannot dominate the weights
+    log_offset: float = 0.2
     floor_fraction: float = 0.5  # soft floor at this fraction of the smallest measurement
 
 
@@ -165,14 +169,14 @@ def _ridge_loo(Z: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> tuple[np.nd
 
 
 def _best_alpha(
-    Z: np.ndarray, y: np.ndarray, cand: _Candidate, alphas: Sequence[float], floor: float
+    Z: np.ndarray, y: np.ndarray, cand: _Candidate, alphas: Sequence[float], floor: float, offset: float
 ) -> tuple[float, float, np.ndarray, float, np.ndarray]:
-    """(LOO MSE of log latency, alpha, coef over all columns, intercept, LOO predictions) of
-    the candidate at the alpha with the smallest leave-one-out error."""
+    """(LOO MSE of log(latency + offset), alpha, coef over all columns, intercept, LOO
+    predictions) of the candidate at the alpha with the smallest leave-one-out error."""
     best = None
     for alpha in alphas:
         coef, b, loo = _ridge_loo(Z[:, cand.columns], y, alpha * cand.penalty)
-        mse = float(np.mean((np.log(np.maximum(loo, floor)) - np.log(y)) ** 2))
+        mse = float(np.mean((np.log(np.maximum(loo, floor) + offset) - np.log(y + offset)) ** 2))
         if best is None or mse < best[0]:
             full = np.zeros(Z.shape[1])
             full[cand.columns] = coef
@@ -208,7 +212,9 @@ def fit_transfer(
     scale = np.where(scale > 1e-12, scale, 1.0)
     Z = (X - mean) / scale
     floor = settings.floor_fraction * float(y.min())
-    fits = [(c.name, *_best_alpha(Z, y, c, settings.alphas, floor)) for c in _candidates(k, X.shape[1] - k, settings)]
+    offset = settings.log_offset * float(np.median(y))
+    cands = _candidates(k, X.shape[1] - k, settings)
+    fits = [(c.name, *_best_alpha(Z, y, c, settings.alphas, floor, offset)) for c in cands]
     mses = np.array([max(f[1], 1e-300) for f in fits])
     logw = -0.5 * settings.tempering * len(y) * np.log(mses / mses.min())
     weights = np.exp(logw - logw.max())
