@@ -81,6 +81,7 @@ def main() -> None:
 class Pair:
     """One arch of one supernet: its accuracy from the supernet and trained alone (per seed)."""
 
+    arch: ArchConfig
     supernet: float
     alone: list[float]
 
@@ -116,7 +117,7 @@ def compare_one(path: Path, args: argparse.Namespace, console) -> tuple[OFAMobil
             start = time.time()
             alone.append(train_standalone(supernet.space, arch, dm, epochs, args.lr, seed))
             console.print(f"  {name} alone, seed {seed}: {100 * alone[-1]:.2f}% ({time.time() - start:.0f} s)")
-        pairs[name] = Pair(correct / total, alone)
+        pairs[name] = Pair(arch, correct / total, alone)
     return supernet, pairs
 
 
@@ -130,9 +131,8 @@ def compare(args: argparse.Namespace, console) -> None:
                 "supernet - alone, per supernet", "mean"):  # fmt: skip
         table.add_column(col, justify="right")
     for name in args.archs:
-        arch = arch_named(supernet, name)
-        pairs = [pairs[name] for _, pairs in runs]
-        alone = [a for p in pairs for a in p.alone]
+        pairs = [by_name[name] for _, by_name in runs]
+        arch, alone = pairs[0].arch, [a for p in pairs for a in p.alone]  # the same arch in every supernet
         table.add_row(
             name,
             str(arch.r),
@@ -140,7 +140,7 @@ def compare(args: argparse.Namespace, console) -> None:
             " / ".join(f"{100 * p.supernet:.2f}" for p in pairs) + "%",
             f"{100 * statistics.median(alone):.2f}%",
             f"{100 * min(alone):.2f}-{100 * max(alone):.2f}%",
-            " / ".join(f"{100 * p.difference + 0.0:+.2f}".replace("-0.00", "+0.00") for p in pairs),
+            " / ".join(f"{100 * p.difference:+.2f}".replace("-0.00", "+0.00") for p in pairs),
             f"{100 * statistics.mean(p.difference for p in pairs):+.2f} pt",
         )
     console.print(table)

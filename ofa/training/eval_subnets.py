@@ -63,14 +63,14 @@ def evaluate_subnets(
     bn_calibration_images: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
-    data: EvalData | Callable[[], EvalData] | None = None,
+    data: Callable[[], EvalData] | None = None,
 ) -> list[dict]:
     """Evaluate the `archs` not yet in `output` and append each row as it is measured; returns
     every row of the file. `on_progress(done, total)` after each sub-network; `on_batch(done,
     total)` after each validation batch read (before the first sub-network), then after each
     batch a sub-network has classified (a large validation set shows progress inside one).
-    `data`: the images and batches to use (or a function returning them, called only if some
-    arch is new); default: read from `dm`."""
+    `data`: a function returning the images and batches to use, called only if some arch is
+    new (a caller evaluating in rounds keeps what it returns); default: read from `dm`."""
     space = supernet.space
     output = Path(output)
     table = read_arch_table(output, space, COLUMNS) if output.is_file() else None
@@ -80,11 +80,9 @@ def evaluate_subnets(
     if not todo:
         return rows
     check_labels_fit(dm, space)
-    if callable(data):
-        data = data()
-    data = data or read_eval_data(dm, bn_calibration_images, on_batch)
+    inputs = data() if data is not None else read_eval_data(dm, bn_calibration_images, on_batch)
     for i, arch in enumerate(todo, start=1):
-        _, acc = subnet_accuracy(supernet, arch, data.images, _reporting(data.batches, on_batch))
+        _, acc = subnet_accuracy(supernet, arch, inputs.images, _reporting(inputs.batches, on_batch))
         rows.append(
             {
                 **arch.to_csv_fields(),
