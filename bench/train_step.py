@@ -1,6 +1,8 @@
 """Milliseconds per supernet training step: the path training used before (NCHW, oneDNN's
-depthwise backward) against the new default (channels-last, depthwise weight gradient as a
-convolution), and channels-last alone between them, side by side in the same run.
+depthwise backward) against the new default (channels-last, large depthwise weight gradients
+by the compiled C kernel of `ofa.kernels.compiled`), with the steps between them (channels-last
+alone; channels-last with the weight gradient as a grouped convolution, the default until the
+C kernel), side by side in the same run.
 
 One step is what an elastic phase of the shipped schedules trains: the largest, the smallest
 and two random sub-networks (fixed for the run), each forward + loss (in-place distillation
@@ -28,8 +30,10 @@ import torch.nn.functional as F
 from rich.table import Table
 
 from app.shell import make_console
-from ofa.elastic.depthwise import weight_grad_as_conv
+from ofa.elastic.depthwise import weight_grad_path
 from ofa.evaluation import resize
+from ofa.kernels import compiled
+from ofa.kernels.batch_norm_act import fused_batch_norm
 from ofa.networks import OFAMobileNetV3
 from ofa.space import ArchConfig, get_space
 from ofa.training.module import soft_cross_entropy
@@ -49,15 +53,21 @@ CASES = {
     "mnist": Case("mnist (the default space)", "mnist", 24, 64),
     "w10": Case("ofa_mbv3_w10", "ofa_mbv3_w10", 128, 16),
 }
-# name -> (weights in channels-last, depthwise weight gradient as a convolution)
-PATHS = {"before": (False, False), "channels-last": (True, False), "new default": (True, True)}
+# name -> (weights in channels-last, how large depthwise weight gradients are computed, fused BN)
+PATHS = {
+    "before": (False, "native", False),
+    "channels-last": (True, "native", False),
+    "+ grad as conv": (True, "conv", False),
+    "+ compiled grad": (True, "compiled", False),
+    "new default": (True, "compiled", True),
+}
 
 
 @contextmanager
 def path(supernet: OFAMobileNetV3, name: str) -> Iterator[None]:
-    channels_last, dw_as_conv = PATHS[name]
+    channels_last, weight_grad, fused_bn = PATHS[name]
     supernet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    with weight_grad_as_conv(dw_as_conv):
+    with weight_grad_path(weight_grad), fused_batch_norm(fused_bn):
         yield
 
 
@@ -172,6 +182,8 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
         f"{args.rounds} interleaved rounds"
     )
+    if compiled.library() is None:
+        console.print("[yellow]the compiled kernel did not build: 'new default' is '+ grad as conv' here[/]")
     px = args.resolution
     cases = {c: CASES[c] if px is None else replace(CASES[c], resolution=px) for c in args.cases}
     speedups: dict[str, float] = {c: run_case(case, args, console) for c, case in cases.items()}

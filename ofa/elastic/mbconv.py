@@ -12,6 +12,7 @@ from ofa.elastic.ops import (
     DynamicPointwiseConv2d,
     DynamicSqueezeExcite,
 )
+from ofa.kernels.batch_norm_act import batch_norm_act
 from ofa.space import middle_channels
 
 
@@ -69,11 +70,11 @@ class DynamicMBConv(nn.Module):
         return middle_channels(self.in_channels, self.active_expand_ratio)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.act(self.expand_bn(self.expand_conv(x)))
-        out = self.act(self.dw_bn(self.dw_conv(out)))
+        out = batch_norm_act(self.expand_bn, self.expand_conv(x), self.act)
+        out = batch_norm_act(self.dw_bn, self.dw_conv(out), self.act)
         if self.se is not None:
             out = self.se(out)
-        out = self.project_bn(self.project_conv(out))
+        out = batch_norm_act(self.project_bn, self.project_conv(out))
         return out + x if self.use_residual else out
 
     # --- channel re-organisation -----------------------------------------------------

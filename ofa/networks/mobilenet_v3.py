@@ -2,7 +2,8 @@
 
 This is what `OFAMobileNetV3.extract_subnet` returns and what gets exported and deployed. It
 uses only standard torch layers and imports nothing from `ofa.elastic`, so a sub-network can
-be rebuilt from `arch.json` + weights without the supernet code.
+be rebuilt from `arch.json` + weights without the supernet code. Training steps on a CPU run
+BN + activation as one compiled kernel (`ofa.kernels`); evaluation and export run the layers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ofa.activations import make_activation
+from ofa.kernels.batch_norm_act import batch_norm_act
 from ofa.space import ArchConfig, MBV3Space, middle_channels, se_channels
 
 
@@ -35,6 +37,9 @@ class ConvBNAct(nn.Sequential):
         if activation is not None:
             layers["act"] = make_activation(activation)
         super().__init__(layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return batch_norm_act(self.bn, self.conv(x), getattr(self, "act", None))
 
 
 class SqueezeExcite(nn.Module):
@@ -87,11 +92,11 @@ class MBConv(nn.Module):
         self.act = make_activation(activation)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = x if self.expand_conv is None else self.act(self.expand_bn(self.expand_conv(x)))
-        out = self.act(self.dw_bn(self.dw_conv(out)))
+        out = x if self.expand_conv is None else batch_norm_act(self.expand_bn, self.expand_conv(x), self.act)
+        out = batch_norm_act(self.dw_bn, self.dw_conv(out), self.act)
         if self.se is not None:
             out = self.se(out)
-        out = self.project_bn(self.project_conv(out))
+        out = batch_norm_act(self.project_bn, self.project_conv(out))
         return out + x if self.use_residual else out
 
 

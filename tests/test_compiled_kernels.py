@@ -1,0 +1,145 @@
+"""The compiled CPU training kernels (ofa/kernels) against torch's own layers, and the
+fallback to torch's layers where the kernels cannot be built."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ofa.elastic import DynamicBatchNorm2d
+from ofa.elastic.depthwise import depthwise_conv2d, weight_grad_path
+from ofa.kernels import compiled
+from ofa.kernels.batch_norm_act import batch_norm_act, fused_batch_norm
+from ofa.threads import torch_threads
+
+needs_kernels = pytest.mark.skipif(compiled.library() is None, reason="no C compiler: the kernels did not build")
+CHANNELS_LAST = torch.channels_last
+
+
+def _grads(out: torch.Tensor, inputs: tuple[torch.Tensor, ...], seed: int) -> tuple[torch.Tensor, ...]:
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    return torch.autograd.grad(out, inputs, upstream)
+
+
+@needs_kernels
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("batch", "channels", "size", "kernel", "stride"),
+    # 13 channels: a tail beyond the 8-wide vectors; 9x9: the kernel's generic (not unrolled) loop
+    [(3, 16, 7, 5, 1), (2, 13, 8, 7, 2), (4, 24, 6, 7, 1), (2, 9, 9, 5, 2), (2, 8, 12, 9, 1), (5, 3, 3, 7, 1)],
+)
+def test_compiled_depthwise_weight_grad_matches_conv2d(batch, channels, size, kernel, stride, threads):
+    g = torch.Generator().manual_seed(batch * 100 + channels)
+    x = torch.randn(batch, channels, size, size, generator=g).contiguous(memory_format=CHANNELS_LAST)
+    w = torch.randn(channels, 1, kernel, kernel, generator=g)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    reference = F.conv2d(x, w, None, stride, kernel // 2, 1, channels)
+    with torch_threads(threads), weight_grad_path("compiled"):
+        ours = depthwise_conv2d(x, w, stride)
+        grads = _grads(ours, (x, w), 1)
+        again = _grads(depthwise_conv2d(x, w, stride), (x, w), 1)
+    torch.testing.assert_close(ours, reference)
+    for a, b in zip(grads, _grads(reference, (x, w), 1)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(grads, again):  # the same threads give the same bits
+        assert torch.equal(a, b)
+
+
+def _bn_pair(channels: int, max_channels: int, momentum: float | None) -> tuple[nn.BatchNorm2d, nn.BatchNorm2d]:
+    bn = DynamicBatchNorm2d(max_channels, momentum=momentum) if channels < max_channels else nn.BatchNorm2d(channels)
+    bn.momentum = momentum
+    g = torch.Generator().manual_seed(channels)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5, generator=g)
+        bn.bias.normal_(generator=g)
+        bn.running_var.uniform_(0.5, 2.0, generator=g)
+    return bn, copy.deepcopy(bn)
+
+
+@needs_kernels
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("act", "channels", "max_channels", "momentum", "offset"),
+    [
+        (nn.Hardswish(inplace=True), 24, 24, 0.1, 0.0),
+        (nn.ReLU(inplace=True), 13, 40, 0.1, 0.0),  # a DynamicBatchNorm2d slice
+        (None, 16, 16, None, 0.0),  # cumulative average
+        (nn.Hardswish(), 20, 32, 0.2, 50.0),  # a mean far from 0 against the spread
+    ],
+)
+def test_batch_norm_act_matches_torch(act, channels, max_channels, momentum, offset, threads):
+    ours_bn, torch_bn = _bn_pair(channels, max_channels, momentum)
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(6, channels, 5, 5, generator=g) * 2 + offset).contiguous(memory_format=CHANNELS_LAST)
+    x.requires_grad_(True)
+    with torch_threads(threads):
+        for _ in range(2):  # twice: the running statistics move from where the first step left them
+            ours = batch_norm_act(ours_bn, x, act)
+            with fused_batch_norm(False):
+                reference = batch_norm_act(torch_bn, x, act)
+    assert ours.grad_fn is not None and type(ours.grad_fn).__name__ == "_BatchNormActBackward"
+    assert reference.grad_fn is not None and "BatchNormAct" not in type(reference.grad_fn).__name__
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
+    ours_grads = _grads(ours, (x, ours_bn.weight, ours_bn.bias), 2)
+    for a, b in zip(ours_grads, _grads(reference, (x, torch_bn.weight, torch_bn.bias), 2)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours_bn, name), getattr(torch_bn, name), msg=name)
+
+
+def test_batch_norm_act_runs_torch_layers_outside_cpu_training():
+    """Evaluation (and so export), float64 and NCHW inputs take the layers themselves."""
+    bn, act = nn.BatchNorm2d(4), nn.ReLU()
+    x = torch.randn(2, 4, 3, 3).contiguous(memory_format=CHANNELS_LAST)
+    for case, inp in (("eval", x), ("float64", x.double()), ("nchw", x.contiguous())):
+        model = copy.deepcopy(bn).train(case != "eval").to(inp.dtype)
+        out = batch_norm_act(model, inp.requires_grad_(True), act)
+        assert "BatchNormAct" not in type(out.grad_fn).__name__, case
+        torch.testing.assert_close(out, act(copy.deepcopy(model)(inp)), msg=case)
+
+
+def test_without_a_compiler_training_falls_back_with_one_warning(monkeypatch, tmp_path, caplog):
+    """A compiler that fails: `library()` is None, logged once, and the layers compute as torch does."""
+    monkeypatch.setenv("CC", "false")
+    monkeypatch.setenv("OFA_KERNEL_CACHE", str(tmp_path))
+    compiled.library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="ofa.kernels.compiled"):
+            assert compiled.library() is None
+            assert compiled.library() is None
+        assert sum("compiled CPU kernels unavailable" in r.message for r in caplog.records) == 1
+        x = torch.randn(2, 8, 6, 6).contiguous(memory_format=CHANNELS_LAST).requires_grad_(True)
+        w = torch.randn(8, 1, 7, 7, requires_grad=True)
+        out = batch_norm_act(nn.BatchNorm2d(8), depthwise_conv2d(x, w, 1), nn.Hardswish())
+        grads = _grads(out, (x, w), 3)
+        with weight_grad_path("native"), fused_batch_norm(False):
+            reference = nn.Hardswish()(nn.BatchNorm2d(8)(F.conv2d(x, w, None, 1, 3, 1, 8)))
+        torch.testing.assert_close(out, reference)
+        for a, b in zip(grads, _grads(reference, (x, w), 3)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    finally:
+        monkeypatch.undo()
+        compiled.library.cache_clear()
+
+
+@needs_kernels
+def test_kernels_build_once_into_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("OFA_KERNEL_CACHE", str(tmp_path))
+    compiled.library.cache_clear()
+    try:
+        assert compiled.library() is not None
+        built = sorted(tmp_path.iterdir())
+        assert len(built) == 1 and built[0].suffix == ".so"  # no temporary file left behind
+        compiled.library.cache_clear()
+        before = built[0].stat().st_mtime_ns
+        assert compiled.library() is not None
+        assert [p.stat().st_mtime_ns for p in tmp_path.iterdir()] == [before]  # reused, not rebuilt
+    finally:
+        monkeypatch.undo()
+        compiled.library.cache_clear()
