@@ -142,7 +142,7 @@ def run_case(case: Case, args: argparse.Namespace, console) -> float:
     archs = step_archs(supernet, case.resolution, args.seed)
     x = resize(torch.randn(case.batch, space.in_channels, case.resolution, case.resolution), case.resolution)
     y = torch.randint(0, space.num_classes, (case.batch,))
-    steps = {"sandwich (4 sub-networks)": archs, "largest alone": archs[:1]}
+    steps = {"sandwich x4": archs, "largest": archs[:1]}
 
     table = Table(title=f"{case.name}: batch {case.batch}, {case.resolution} px, ms per training step")
     for col in ("step", "path", "step ms (p10-p90)", "forward", "backward", "bwd / fwd", "speed-up (p10-p90)"):
@@ -166,7 +166,7 @@ def run_case(case: Case, args: argparse.Namespace, console) -> float:
             for op, ms, share in rows:
                 kernels.add_row(n, op, f"{ms:.1f}", f"{100 * share:.0f}%")
         console.print(kernels)
-    return speedups["sandwich (4 sub-networks)", "new default"]
+    return speedups["sandwich x4", "new default"]
 
 
 def main() -> None:

@@ -129,7 +129,9 @@ def batch_norm_act_forward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Training-mode batch norm of a channels-last float32 `x` followed by activation `act`
     (0 none, 1 relu, 2 hardswish): (output, batch mean, 1 / batch std), or None where the
-    compiled kernel is not available. `running` (mean, var) move in place."""
+    compiled kernel is not available. `running` (mean, var) move in place. `weight`, `bias`
+    and `running` are contiguous with at least C = x.shape[1] entries, of which the first C
+    are used (a DynamicBatchNorm2d's active channels)."""
     lib = library()
     if lib is None:
         return None
@@ -149,13 +151,14 @@ def batch_norm_act_backward(
     saved: tuple[torch.Tensor, ...],
     act: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients (input, weight, bias) of `batch_norm_act_forward`; `saved` is (x, weight,
-    bias, mean, invstd) of the forward, which succeeded, so the library is loaded."""
+    """Gradients (input, weight, bias) of `batch_norm_act_forward`, the latter two the size of
+    `weight` (zero beyond x.shape[1]); `saved` is (x, weight, bias, mean, invstd) of the
+    forward, which succeeded, so the library is loaded."""
     x, weight, bias, mean, invstd = saved
     n, c, h, w = x.shape
     grad_out = grad_out.contiguous(memory_format=torch.channels_last)
     grad_x = torch.empty_like(x, memory_format=torch.channels_last)
-    grad_w, grad_b = torch.empty(c), torch.empty(c)
+    grad_w, grad_b = torch.zeros(weight.shape[0]), torch.zeros(weight.shape[0])
     failed = library().batch_norm_act_backward(  # type: ignore[union-attr]
         grad_out.data_ptr(), x.data_ptr(), mean.data_ptr(), invstd.data_ptr(), weight.data_ptr(), bias.data_ptr(),
         grad_x.data_ptr(), grad_w.data_ptr(), grad_b.data_ptr(), n * h * w, c, act, torch.get_num_threads(),

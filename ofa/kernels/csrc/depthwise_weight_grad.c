@@ -5,8 +5,8 @@
 
    oneDNN's backward-weights kernel for 5x5 and 7x7 depthwise filters runs many times slower
    than its forward on CPUs (see ofa/elastic/depthwise.py). Here, for one (image, output row,
-   kernel row) and 8 channels, the K column sums stay in registers over the output row, so
-   each multiply-add loads one input vector. Each thread sums a fixed chunk of images into
+   kernel row) and 16 channels (then 8, then one at a time), the K column sums stay in
+   registers over the output row, so each multiply-add loads one input vector. Each thread sums a fixed chunk of images into
    its own buffer; the buffers are added in thread order, so a thread count always gives the
    same result. Built and loaded by ofa/kernels/compiled.py. */
 #include <stdlib.h>
@@ -14,30 +14,33 @@
 #include <omp.h>
 
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
-#define LOAD(p) (*(const v8*)(p))
-#define STORE(p, v) (*(v8*)(p) = (v))
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
 #define MAX_K 15
 
-static inline __attribute__((always_inline)) void
-row_sums(const float* restrict xr, const float* restrict gr, float* restrict ar,
-         int W, int C, int K, int S, int OW, int c) {
-  const int P = K / 2;
-  v8 s[MAX_K];
-  for (int j = 0; j < K; j++) s[j] = (v8){0};
-  for (int ox = 0; ox < OW; ox++) {
-    v8 g = LOAD(gr + (size_t)ox * C + c);
-    int base = ox * S - P;
-    if (base >= 0 && base + K <= W) {
-      for (int j = 0; j < K; j++) s[j] += g * LOAD(xr + (size_t)(base + j) * C + c);
-    } else {
-      for (int j = 0; j < K; j++) {
-        int ix = base + j;
-        if (ix >= 0 && ix < W) s[j] += g * LOAD(xr + (size_t)ix * C + c);
-      }
-    }
+/* Column sums of one (image, output row, kernel row) for the channels [c, c + lanes of VEC). */
+#define ROW_SUMS(NAME, VEC)                                                                   \
+  static inline __attribute__((always_inline)) void                                          \
+  NAME(const float* restrict xr, const float* restrict gr, float* restrict ar,               \
+       int W, int C, int K, int S, int OW, int c) {                                          \
+    const int P = K / 2;                                                                     \
+    VEC s[MAX_K];                                                                            \
+    for (int j = 0; j < K; j++) s[j] = (VEC){0};                                             \
+    for (int ox = 0; ox < OW; ox++) {                                                        \
+      VEC g = *(const VEC*)(gr + (size_t)ox * C + c);                                        \
+      int base = ox * S - P;                                                                 \
+      if (base >= 0 && base + K <= W) {                                                      \
+        for (int j = 0; j < K; j++) s[j] += g * *(const VEC*)(xr + (size_t)(base + j) * C + c); \
+      } else {                                                                               \
+        for (int j = 0; j < K; j++) {                                                        \
+          int ix = base + j;                                                                 \
+          if (ix >= 0 && ix < W) s[j] += g * *(const VEC*)(xr + (size_t)ix * C + c);         \
+        }                                                                                    \
+      }                                                                                      \
+    }                                                                                        \
+    for (int j = 0; j < K; j++) *(VEC*)(ar + (size_t)j * C + c) += s[j];                     \
   }
-  for (int j = 0; j < K; j++) STORE(ar + (size_t)j * C + c, LOAD(ar + (size_t)j * C + c) + s[j]);
-}
+ROW_SUMS(row_sums_16, v16)
+ROW_SUMS(row_sums_8, v8)
 
 static inline __attribute__((always_inline)) void
 images(const float* restrict x, const float* restrict go, float* restrict acc,
@@ -52,7 +55,8 @@ images(const float* restrict x, const float* restrict go, float* restrict acc,
         const float* gr = go + ((size_t)n * OH + oy) * OW * C;
         float* ar = acc + (size_t)i * K * C;
         int c = 0;
-        for (; c + 8 <= C; c += 8) row_sums(xr, gr, ar, W, C, K, S, OW, c);
+        for (; c + 16 <= C; c += 16) row_sums_16(xr, gr, ar, W, C, K, S, OW, c);
+        for (; c + 8 <= C; c += 8) row_sums_8(xr, gr, ar, W, C, K, S, OW, c);
         for (; c < C; c++)  /* channels beyond a multiple of 8 */
           for (int ox = 0; ox < OW; ox++)
             for (int j = 0; j < K; j++) {
