@@ -94,11 +94,13 @@ def test_batch_norm_act_matches_torch(act, channels, max_channels, momentum, off
 
 
 def test_batch_norm_act_runs_torch_layers_outside_cpu_training():
-    """Evaluation (and so export), float64 and NCHW inputs take the layers themselves."""
+    """Evaluation (and so export), float64, NCHW inputs and hooked BNs take the layers themselves."""
     bn, act = nn.BatchNorm2d(4), nn.ReLU()
     x = torch.randn(2, 4, 3, 3).contiguous(memory_format=CHANNELS_LAST)
-    for case, inp in (("eval", x), ("float64", x.double()), ("nchw", x.contiguous())):
+    for case, inp in (("eval", x), ("float64", x.double()), ("nchw", x.contiguous()), ("hooked", x)):
         model = copy.deepcopy(bn).train(case != "eval").to(inp.dtype)
+        if case == "hooked":
+            model.register_forward_hook(lambda *_: None)
         out = batch_norm_act(model, inp.requires_grad_(True), act)
         assert "BatchNormAct" not in type(out.grad_fn).__name__, case
         torch.testing.assert_close(out, act(copy.deepcopy(model)(inp)), msg=case)

@@ -5,9 +5,10 @@ backward; torch does each as its own pass and allocation. `batch_norm_act(bn, x,
 computes `act(bn(x))` with the fused kernel of `ofa.kernels.compiled` where it applies (a
 training-mode BN with affine weights on a channels-last float32 CPU tensor, activation ReLU,
 Hardswish or none) and with `bn` and `act` themselves everywhere else (evaluation, export,
-GPUs, float64, the kernel unavailable or switched off by `fused_batch_norm(False)`). Both keep
-the same running statistics (`nn.BatchNorm2d`'s rule, on the first C channels as
-`DynamicBatchNorm2d`), and the same values and gradients up to float32 summation order.
+GPUs, float64, a BN with forward hooks, the kernel unavailable or switched off by
+`fused_batch_norm(False)`). Both keep the same running statistics (`nn.BatchNorm2d`'s rule,
+on the first C channels as `DynamicBatchNorm2d`), and the same values and gradients up to
+float32 summation order.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def _applies(bn: nn.BatchNorm2d, x: Tensor) -> bool:
     return (
         bn.training  # first: evaluation and export never reach the rest
         and _enabled.get()
+        and not (bn._forward_hooks or bn._forward_pre_hooks)  # hooks see the BN only through bn(x)
         and bn.affine
         and x.device.type == "cpu"
         and x.dtype == torch.float32
