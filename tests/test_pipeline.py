@@ -27,7 +27,7 @@ from tests.conftest import user_error_line
 
 SMALL = [
     "experiment=smoke",
-    "epochs_per_phase=1",  # the pipeline's own 8 would override the smoke experiment's 1
+    "epochs_per_phase=1",  # the pipeline's own 12 would override the smoke experiment's 1
     "threads=1",
     "stages.eval.n_subnets=14",
     "stages.eval.bn_calibration_images=128",
