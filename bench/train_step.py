@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from rich.table import Table
 
 from app.shell import make_console
-from ofa.elastic.depthwise import weight_grad_path
 from ofa.evaluation import resize
 from ofa.kernels import compiled
 from ofa.kernels.batch_norm_act import fused_batch_norm
+from ofa.kernels.depthwise import weight_grad_path
 from ofa.networks import OFAMobileNetV3
 from ofa.space import ArchConfig, get_space
 from ofa.training.module import soft_cross_entropy

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ofa.elastic import DynamicBatchNorm2d
-from ofa.elastic.depthwise import depthwise_conv2d, weight_grad_path
 from ofa.kernels import compiled
 from ofa.kernels.batch_norm_act import batch_norm_act, fused_batch_norm
+from ofa.kernels.depthwise import depthwise_conv2d, weight_grad_path
 from ofa.threads import torch_threads
 
 needs_kernels = pytest.mark.skipif(compiled.library() is None, reason="no C compiler: the kernels did not build")
@@ -145,3 +145,34 @@ def test_kernels_build_once_into_the_cache(monkeypatch, tmp_path):
     finally:
         monkeypatch.undo()
         compiled.library.cache_clear()
+
+
+def _graph_names(out: torch.Tensor) -> set[str]:
+    seen, todo, names = set(), [out.grad_fn], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        todo.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+def test_static_block_trains_with_the_cheaper_depthwise_gradient():
+    """An extracted (static) block's training step takes the depthwise path of the elastic one:
+    the same values and gradients as its own nn.Conv2d."""
+    from ofa.networks.mobilenet_v3 import MBConv
+
+    torch.manual_seed(0)
+    block = MBConv(16, 48, 16, 7, 1, "hswish", 8).train().to(memory_format=CHANNELS_LAST)
+    x = torch.randn(4, 16, 6, 6).contiguous(memory_format=CHANNELS_LAST)
+    ours = block(x)
+    params = tuple(block.parameters())
+    with weight_grad_path("native"), fused_batch_norm(False):
+        reference = block(x)
+    assert "_DepthwiseConvBackward" in _graph_names(ours)
+    assert "_DepthwiseConvBackward" not in _graph_names(reference)
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
+    for a, b in zip(_grads(ours, params, 4), _grads(reference, params, 4)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -81,7 +81,7 @@ def test_block_validates_its_choices():
 def test_depthwise_conv_has_the_values_and_gradients_of_conv2d(size, kernel, stride, channels_last):
     """The CPU path computes the weight gradient as a grouped convolution of its own: checked
     against autograd's numerical gradient and against F.conv2d's analytic one."""
-    from ofa.elastic.depthwise import depthwise_conv2d
+    from ofa.kernels.depthwise import depthwise_conv2d
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(size * 10 + kernel)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ofa.elastic.depthwise import depthwise_conv2d
+from ofa.kernels.depthwise import depthwise_conv2d
 from ofa.space import se_channels
 
 

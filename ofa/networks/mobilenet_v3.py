@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ofa.activations import make_activation
 from ofa.kernels.batch_norm_act import batch_norm_act
+from ofa.kernels.depthwise import depthwise_conv2d
 from ofa.space import ArchConfig, MBV3Space, middle_channels, se_channels
 
 
@@ -93,11 +94,19 @@ class MBConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = x if self.expand_conv is None else batch_norm_act(self.expand_bn, self.expand_conv(x), self.act)
-        out = batch_norm_act(self.dw_bn, self.dw_conv(out), self.act)
+        out = batch_norm_act(self.dw_bn, self._depthwise(out), self.act)
         if self.se is not None:
             out = self.se(out)
         out = batch_norm_act(self.project_bn, self.project_conv(out))
         return out + x if self.use_residual else out
+
+    def _depthwise(self, x: Tensor) -> Tensor:
+        """The depthwise conv; in a CPU training step with the cheaper weight gradient of
+        `ofa.kernels.depthwise` (same values), elsewhere the module itself (export, hooks)."""
+        conv = self.dw_conv
+        if self.training and torch.is_grad_enabled() and not (conv._forward_hooks or conv._forward_pre_hooks):
+            return depthwise_conv2d(x, conv.weight, conv.stride[0])
+        return conv(x)
 
 
 def build_stem(space: MBV3Space) -> tuple[ConvBNAct, MBConv]:

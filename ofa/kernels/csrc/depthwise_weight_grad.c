@@ -4,7 +4,7 @@
    with P = K / 2 (zero padding), x: N x H x W x C, go: N x OH x OW x C, gw: K x K x C.
 
    oneDNN's backward-weights kernel for 5x5 and 7x7 depthwise filters runs many times slower
-   than its forward on CPUs (see ofa/elastic/depthwise.py). Here, for one (image, output row,
+   than its forward on CPUs (see ofa/kernels/depthwise.py). Here, for one (image, output row,
    kernel row) and 16 channels (then 8, then one at a time), the K column sums stay in
    registers over the output row, so each multiply-add loads one input vector. Each thread sums a fixed chunk of images into
    its own buffer; the buffers are added in thread order, so a thread count always gives the

@@ -8,8 +8,10 @@ which is itself a depthwise convolution with one group per (image, channel) pair
 forward kernel computes it about twice as fast; a small C kernel of our own
 (`ofa/kernels/csrc/`, compiled on first use by `ofa.kernels.compiled`) about five times.
 The C kernel is the default where it builds (float32), the grouped convolution otherwise.
-The input gradient and the forward are oneDNN's own. On other devices, for 3x3 kernels
-(where oneDNN's backward is already fast) and without autograd, this is plain `F.conv2d`.
+The forward is oneDNN's; so is the input gradient, computed at stride 1 as the forward of the
+output gradient with the flipped kernel (oneDNN's forward is about twice its backward-data).
+On other devices, for 3x3 kernels (where oneDNN's backward is already fast) and without
+autograd, this is plain `F.conv2d`. The elastic and the static blocks both call it.
 """
 
 from __future__ import annotations
