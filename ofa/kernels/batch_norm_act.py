@@ -58,6 +58,7 @@ def _applies(bn: nn.BatchNorm2d, x: Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and x.dim() == 4
+        and x.numel() > 0
         and x.is_contiguous(memory_format=torch.channels_last)
     )
 
