@@ -176,3 +176,12 @@ def test_static_block_trains_with_the_cheaper_depthwise_gradient():
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
     for a, b in zip(_grads(ours, params, 4), _grads(reference, params, 4)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_act_keeps_torchs_answer_for_degenerate_batches():
+    """One value per channel in training is refused as torch refuses it; an empty batch passes."""
+    bn = nn.BatchNorm2d(4).train()
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        batch_norm_act(bn, torch.randn(1, 4, 1, 1), nn.ReLU())
+    empty = torch.randn(0, 4, 3, 3).contiguous(memory_format=CHANNELS_LAST)
+    assert batch_norm_act(bn, empty, nn.ReLU()).shape == (0, 4, 3, 3)
