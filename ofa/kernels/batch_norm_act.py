@@ -78,10 +78,7 @@ def _running_update(bn: nn.BatchNorm2d) -> tuple[float, tuple[Tensor, Tensor] | 
 class _BatchNormAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, running, momentum: float, eps: float, act: int):
-        result = compiled.batch_norm_act_forward(x, weight, bias, running, momentum, eps, act)
-        if result is None:
-            raise MemoryError("batch_norm_act_forward could not allocate its buffers")
-        out, mean, invstd = result
+        out, mean, invstd = compiled.batch_norm_act_forward(x, weight, bias, running, momentum, eps, act)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.act = act
         return out

@@ -126,24 +126,23 @@ def batch_norm_act_forward(
     momentum: float,
     eps: float,
     act: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """Training-mode batch norm of a channels-last float32 `x` followed by activation `act`
-    (0 none, 1 relu, 2 hardswish): (output, batch mean, 1 / batch std), or None where the
-    compiled kernel is not available. `running` (mean, var) move in place. `weight`, `bias`
-    and `running` are contiguous with at least C = x.shape[1] entries, of which the first C
-    are used (a DynamicBatchNorm2d's active channels)."""
-    lib = library()
-    if lib is None:
-        return None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training-mode batch norm of a channels-last float32 `x` (more than one value per
+    channel) followed by activation `act` (0 none, 1 relu, 2 hardswish): (output, batch mean,
+    1 / batch std). `running` (mean, var) move in place. `weight`, `bias` and `running` are
+    contiguous with at least C = x.shape[1] entries, of which the first C are used (a
+    DynamicBatchNorm2d's active channels). The caller has checked that `library()` loads."""
     n, c, h, w = x.shape
     out = torch.empty_like(x, memory_format=torch.channels_last)
     mean, invstd = torch.empty(c), torch.empty(c)
     stats = (0, 0) if running is None else (running[0].data_ptr(), running[1].data_ptr())
-    failed = lib.batch_norm_act_forward(
+    failed = library().batch_norm_act_forward(  # type: ignore[union-attr]
         x.data_ptr(), weight.data_ptr(), bias.data_ptr(), out.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
         *stats, n * h * w, c, momentum, eps, act, torch.get_num_threads(),
     )  # fmt: skip
-    return None if failed else (out, mean, invstd)
+    if failed:
+        raise MemoryError("batch_norm_act_forward could not allocate its buffers")
+    return out, mean, invstd
 
 
 def batch_norm_act_backward(

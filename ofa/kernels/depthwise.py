@@ -48,7 +48,8 @@ def weight_grad_path(name: str) -> Iterator[None]:
 
 def depthwise_conv2d(x: Tensor, weight: Tensor, stride: int) -> Tensor:
     """`F.conv2d(x, weight, stride=stride, padding=k // 2, groups=channels)` (same values and
-    gradients), with the weight gradient computed as a convolution on CPUs for large kernels."""
+    gradients); on CPUs, for large kernels, the weight gradient by the path `weight_grad_path`
+    names (the compiled kernel by default) and the stride-1 input gradient as a convolution."""
     k = weight.shape[-1]
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     if x.device.type == "cpu" and needs_grad and k >= FAST_GRAD_MIN_KERNEL and _weight_grad_path.get() != "native":

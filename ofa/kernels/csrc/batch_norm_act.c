@@ -38,6 +38,31 @@ static void add_in_order(double* partial, int T, int C, double* total) {
     for (int c = 0; c < C; c++) total[c] += partial[(size_t)t * C + c];
 }
 
+/* out1[c], out2[c] = sums over the rows [r0, r1) of the pair (s1, s2) that BODY sets for row r
+   and channel c: float within blocks of BLOCK rows, double across blocks. */
+#define PAIR_SUMS(out1, out2, r0, r1, C, BODY)                              \
+  do {                                                                      \
+    float* blk = calloc((size_t)2 * (C), sizeof(float));                    \
+    for (int c = 0; c < (C); c++) (out1)[c] = (out2)[c] = 0.0;              \
+    for (long bb = (r0); bb < (r1); bb += BLOCK) {                          \
+      long e = bb + BLOCK < (r1) ? bb + BLOCK : (r1);                       \
+      memset(blk, 0, sizeof(float) * 2 * (size_t)(C));                     \
+      for (long r = bb; r < e; r++) {                                       \
+        _Pragma("omp simd") for (int c = 0; c < (C); c++) {                 \
+          float s1, s2;                                                     \
+          BODY;                                                             \
+          blk[c] += s1;                                                     \
+          blk[(C) + c] += s2;                                               \
+        }                                                                   \
+      }                                                                     \
+      for (int c = 0; c < (C); c++) {                                       \
+        (out1)[c] += blk[c];                                                \
+        (out2)[c] += blk[(C) + c];                                          \
+      }                                                                     \
+    }                                                                       \
+    free(blk);                                                              \
+  } while (0)
+
 int batch_norm_act_forward(const float* restrict x, const float* restrict w, const float* restrict b,
                            float* restrict y, float* restrict mean_out, float* restrict invstd_out,
                            float* running_mean, float* running_var, long M, int C, float momentum,
@@ -52,33 +77,15 @@ int batch_norm_act_forward(const float* restrict x, const float* restrict w, con
   {
     int t = omp_get_thread_num(), T = omp_get_num_threads();
     long r0 = M * t / T, r1 = M * (t + 1) / T;
-    double* p = partial + (size_t)t * C;
     /* sums of x - shift and of its square in one pass; the shift (the first row) keeps
        E[(x-s)^2] - E[x-s]^2 from cancelling when the mean is large against the spread */
-    {
-      float* blk = calloc((size_t)2 * C, sizeof(float));
-      double* p2 = partial + (size_t)(threads + t) * C;
-      for (int c = 0; c < C; c++) p[c] = p2[c] = 0.0;
-      for (long bb = r0; bb < r1; bb += BLOCK) {
-        long e = bb + BLOCK < r1 ? bb + BLOCK : r1;
-        memset(blk, 0, sizeof(float) * 2 * (size_t)C);
-        for (long r = bb; r < e; r++) {
-#pragma omp simd
-          for (int c = 0; c < C; c++) {
-            float d = x[r * C + c] - x[c];
-            blk[c] += d;
-            blk[C + c] += d * d;
-          }
-        }
-        for (int c = 0; c < C; c++) { p[c] += blk[c]; p2[c] += blk[C + c]; }
-      }
-      free(blk);
-    }
+    PAIR_SUMS(partial + (size_t)t * C, partial + (size_t)(T + t) * C, r0, r1, C,
+              s1 = x[r * C + c] - x[c]; s2 = s1 * s1);
 #pragma omp barrier
 #pragma omp single
     {
       add_in_order(partial, T, C, total);
-      add_in_order(partial + (size_t)threads * C, T, C, total2);
+      add_in_order(partial + (size_t)T * C, T, C, total2);
       for (int c = 0; c < C; c++) {
         double shifted_mean = total[c] / (double)M;
         double var = total2[c] / (double)M - shifted_mean * shifted_mean;
@@ -118,28 +125,9 @@ int batch_norm_act_backward(const float* restrict dy, const float* restrict x, c
   {
     int t = omp_get_thread_num(), T = omp_get_num_threads();
     long r0 = M * t / T, r1 = M * (t + 1) / T;
-    double* p_dz = partial + (size_t)t * C;
-    double* p_dzx = partial + (size_t)(T + t) * C;
 #define XHAT ((x[r * C + c] - mean[c]) * invstd[c])
 #define DZ (dy[r * C + c] * act_grad(XHAT * w[c] + b[c], act))
-    {  /* both sums in one pass, float within blocks of rows, double across blocks */
-      float* blk = calloc((size_t)2 * C, sizeof(float));
-      for (int c = 0; c < C; c++) p_dz[c] = p_dzx[c] = 0.0;
-      for (long bb = r0; bb < r1; bb += BLOCK) {
-        long e = bb + BLOCK < r1 ? bb + BLOCK : r1;
-        memset(blk, 0, sizeof(float) * 2 * (size_t)C);
-        for (long r = bb; r < e; r++) {
-#pragma omp simd
-          for (int c = 0; c < C; c++) {
-            float xhat = XHAT, dz = dy[r * C + c] * act_grad(xhat * w[c] + b[c], act);
-            blk[c] += dz;
-            blk[C + c] += dz * xhat;
-          }
-        }
-        for (int c = 0; c < C; c++) { p_dz[c] += blk[c]; p_dzx[c] += blk[C + c]; }
-      }
-      free(blk);
-    }
+    PAIR_SUMS(partial + (size_t)t * C, partial + (size_t)(T + t) * C, r0, r1, C, s1 = DZ; s2 = s1 * XHAT);
 #pragma omp barrier
 #pragma omp single
     {
