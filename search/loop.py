@@ -22,7 +22,7 @@ estimated from the measured groups; it is what lets the loop try a near-twin of 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,10 @@ class LoopSpace:
     accuracy_features: np.ndarray  # one row per candidate
     cost_features: np.ndarray
     groups: Sequence[Hashable] | None = None  # candidates expected to score alike share a group
+    # A diagnostic: true values of some metrics (one per candidate) that the loop believes instead
+    # of fitting a model. It still measures (and pays for) every answer. `bench/loop_ceiling.py`
+    # uses it to show how far a perfect cost or accuracy model would take the loop.
+    known: Mapping[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.candidates)
@@ -79,6 +83,8 @@ class LoopSpace:
             raise ValueError("candidates, keys and feature rows must have one entry per candidate")
         if self.groups is not None and len(self.groups) != n:
             raise ValueError("groups must have one entry per candidate")
+        if any(len(v) != n for v in (self.known or {}).values()):
+            raise ValueError("known values must have one entry per candidate")
 
     @functools.cached_property
     def group_ids(self) -> np.ndarray:
@@ -210,16 +216,33 @@ def _fit_models(
     known = [m for m in measured if m.key in index]
     rows = np.array([index[m.key] for m in known])
     y = np.array([m.values[objective] for m in known])
-    trees = ExtraTreesRegressor(
-        n_estimators=settings.trees, max_features=0.5, bootstrap=True, random_state=settings.seed * 1000 + round_
-    ).fit(space.accuracy_features[rows], y)
-    per_tree = np.stack([t.predict(space.accuracy_features) for t in trees.estimators_])
-    noise = settings.noise if settings.noise is not None else _group_noise(space, rows, y)
+    truth = space.known or {}
+    if objective in truth:  # a diagnostic ceiling: one "tree", the true values, a token noise
+        per_tree = np.asarray(truth[objective], dtype=float)[None, :]
+        noise = 1e-3 * float(np.ptp(per_tree)) + 1e-9
+    else:
+        trees = ExtraTreesRegressor(
+            n_estimators=settings.trees, max_features=0.5, bootstrap=True, random_state=settings.seed * 1000 + round_
+        ).fit(space.accuracy_features[rows], y)
+        per_tree = np.stack([t.predict(space.accuracy_features) for t in trees.estimators_])
+        noise = settings.noise if settings.noise is not None else _group_noise(space, rows, y)
     costs = {
-        name: _fit_cost(space.cost_features, rows, np.array([m.values[name] for m in known]), settings.seed)
+        name: _known_cost(truth[name])
+        if name in truth
+        else _fit_cost(space.cost_features, rows, np.array([m.values[name] for m in known]), settings.seed)
         for name in sorted({c.name for b in budgets for c in b.constraints})
     }
     return _Models(per_tree, noise, costs)
+
+
+def _known_cost(values: np.ndarray) -> tuple[np.ndarray, float, Callable[[float], float]]:
+    """The true costs on `_fit_cost`'s scale with a token spread: the budget's test is exact."""
+    offset = 0.1 * float(np.median(values)) + 1e-12
+
+    def transform(v: Any) -> Any:
+        return np.log(np.asarray(v, dtype=float) + offset)
+
+    return transform(values), 0.01, transform
 
 
 def _pick(

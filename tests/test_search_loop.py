@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from search import nb201
-from search.benchmarks.table import QueryBudgetSpent, TableOracle, load_table, loop_search, percentile_budgets
+from search.benchmarks.table import (
+    QueryBudgetSpent,
+    TableOracle,
+    load_table,
+    loop_search,
+    percentile_budgets,
+    score,
+)
 from search.genes import NB201Genes
 from search.loop import LoopSettings, LoopSpace, Measurement, run_loop
 from search.objectives import Budget
@@ -121,6 +128,17 @@ def test_a_budget_nothing_meets_ends_with_the_closest_measured_cell(table):
     assert not choice.ok and oracle.spent == 15
     assert "budget 'impossible'" in choice.message and "none of the 15 evaluated" in choice.message
     assert "closest" in choice.message
+
+
+def test_loop_told_the_true_values_finds_every_exact_optimum_in_its_first_round(table):
+    # bench/loop_ceiling.py's arms: the loop believes the table instead of its fitted models.
+    budgets = percentile_budgets(table.values[XEON], [10, 25, 50])
+    oracle = TableOracle(table, ACC, XEON, queries=16)  # 10 random, then 2 picks per budget
+    result = loop_search(table, oracle, budgets, LoopSettings(16, seed=3), reveal=("accuracy", "latency"))
+    assert oracle.spent == 16
+    assert [b.regret for b in score(table, ACC, XEON, result, budgets).budgets] == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="reveal = 'power' is not allowed; allowed: accuracy, latency"):
+        loop_search(table, TableOracle(table, ACC, XEON, queries=16), budgets, LoopSettings(16), reveal=("power",))
 
 
 def test_loop_settings_refuse_bad_values():

@@ -1,0 +1,98 @@
+"""How far a perfect model would take the measurement loop on NAS-Bench-201 (issue 17).
+
+The loop (`search/loop.py`) believes two fitted models: extra-trees on measured accuracy and
+a cost model on measured latency. This bench runs the same loop, same seeds and queries, with
+one or both of them replaced by the table's true values (`loop_search(..., reveal=...)`;
+every answer is still a cell paid for through the oracle), and prints the mean regret per
+latency column (budgets at the 10th/25th/50th percentile). What separates the fitted arm from
+an arm with a known metric is what that model costs the loop.
+
+    .venv/bin/python bench/loop_ceiling.py [--queries 100 300] [--seeds 5]
+        [--columns latency_ms_gold_6226 latency_ms_pixel3] [--arms fitted latency accuracy both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.progress import Progress
+from rich.table import Table
+
+from app.shell import make_console
+from search.benchmarks.table import TableOracle, load_table, loop_search, percentile_budgets, score
+from search.loop import LoopSettings
+
+DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_accuracy_latency.csv"
+COLUMNS = ("latency_ms_gold_6226", "latency_ms_titan_rtx_1", "latency_ms_pixel3", "latency_ms_raspi4")
+ARMS = {"fitted": (), "latency": ("latency",), "accuracy": ("accuracy",), "both": ("accuracy", "latency")}
+
+
+def regrets(table, accuracy: str, column: str, queries: int, seed: int, reveal: tuple[str, ...]) -> list[float]:
+    """Regret per budget of one loop run."""
+    budgets = percentile_budgets(table.values[column], (10, 25, 50))
+    oracle = TableOracle(table, accuracy, column, queries)
+    result = loop_search(table, oracle, budgets, LoopSettings(queries, seed=seed), reveal=reveal)
+    return [b.regret for b in score(table, accuracy, column, result, budgets).budgets]
+
+
+def cell(per_seed: list[float]) -> str:
+    """Mean ± standard error over seeds."""
+    if len(per_seed) == 1:
+        return f"{per_seed[0]:.3f}"
+    return f"{statistics.mean(per_seed):.3f} ± {statistics.stdev(per_seed) / len(per_seed) ** 0.5:.3f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    ap.add_argument("--accuracy", default="cifar10_acc")
+    ap.add_argument("--columns", nargs="+", default=list(COLUMNS))
+    ap.add_argument("--queries", nargs="+", type=int, default=[100])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    args = ap.parse_args()
+    console = make_console()
+    table = load_table(args.table, [args.accuracy, *args.columns])
+    # results[(arm, Q, column)] = per-seed mean regret over the budgets; per_budget: the same per budget
+    results: dict[tuple[str, int, str], list[float]] = {}
+    per_budget: dict[tuple[str, int, str], np.ndarray] = {}
+    t0 = time.perf_counter()
+    total = len(args.arms) * len(args.queries) * len(args.columns) * args.seeds
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("loop runs", total=total)
+        for q in args.queries:
+            for column in args.columns:
+                for arm in args.arms:
+                    runs = [regrets(table, args.accuracy, column, q, s, ARMS[arm]) for s in range(args.seeds)]
+                    results[(arm, q, column)] = [float(np.mean(r)) for r in runs]
+                    per_budget[(arm, q, column)] = np.mean(runs, axis=0)
+                    progress.advance(task, args.seeds)
+    for q in args.queries:
+        title = f"mean regret (points) at Q = {q}, {args.seeds} seeds: mean ± s.e.; per budget p10 / p25 / p50"
+        out = Table(title=title)
+        out.add_column("column")
+        for arm in args.arms:
+            out.add_column(arm if arm == "fitted" else f"{arm} known", justify="right")
+        for column in args.columns:
+            out.add_row(
+                column,
+                *[
+                    f"{cell(results[(a, q, column)])}\n" + " / ".join(f"{v:.2f}" for v in per_budget[(a, q, column)])
+                    for a in args.arms
+                ],
+            )
+        overall = [
+            [float(np.mean([results[(a, q, c)][s] for c in args.columns])) for s in range(args.seeds)]
+            for a in args.arms
+        ]
+        out.add_row("all columns", *[cell(v) for v in overall])
+        console.print(out)
+    console.print(f"{total} loop runs in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
