@@ -23,7 +23,7 @@ import search
 from ofa.space import SPACES
 from search.objectives import Budget, Metric, mbv3_macs, mbv3_params
 from search.problem import SearchSettings
-from search.storage import WORKER, OwnedLock, StaleTrials, process_start, worker_id
+from search.storage import WORKER, GenerationJournal, OwnedLock, StaleTrials, process_start, worker_id
 from tests.test_search_engine import quiet_optuna  # noqa: F401 (autouse: Optuna quiet, as the app runs it)
 
 SPACE = SPACES["ofa_mbv3_mnist"]
@@ -170,6 +170,36 @@ def test_a_lock_left_by_a_dead_process_is_broken_at_once(tmp_path):
     with OwnedLock(path, grace_period=3600):  # a live owner would be waited for an hour
         assert os.readlink(path) == worker_id()
     assert not os.path.lexists(path)
+
+
+def test_a_journal_killed_mid_write_is_written_again_at_once(tmp_path):
+    journal = str(tmp_path / "study.log")
+    holder = textwrap.dedent(
+        """
+        import os, signal, sys
+        from search.storage import GenerationJournal
+        GenerationJournal(sys.argv[1]).lock.acquire()  # as if killed inside append_logs
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", holder, journal], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL and os.path.islink(journal + ".lock")
+    writer = textwrap.dedent(
+        """
+        import sys
+        import optuna
+        from search.storage import GenerationJournal
+        from optuna.storages.journal import JournalStorage
+        backend = GenerationJournal(sys.argv[1])
+        backend.lock.owned.grace_period = 3600  # only the dead owner's lock may be broken at once
+        optuna.create_study(storage=JournalStorage(backend), study_name="again")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", writer, journal], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not os.path.lexists(journal + ".lock")
+    names = [s.study_name for s in optuna.storages.JournalStorage(GenerationJournal(journal)).get_all_studies()]
+    assert names == ["again"]
 
 
 def test_two_devices_default_study_names_differ_and_a_shared_name_is_refused(tmp_path):
