@@ -5,7 +5,9 @@ a cost model on measured latency. This bench runs the same loop, same seeds and 
 one or both of them replaced by the table's true values (`loop_search(..., reveal=...)`;
 every answer is still a cell paid for through the oracle), and prints the mean regret per
 latency column (budgets at the 10th/25th/50th percentile). What separates the fitted arm from
-an arm with a known metric is what that model costs the loop.
+an arm with a known metric is what that model costs the loop. Last, per budget, how many
+cells would answer it within 0.2 and 0.03 points of the exact optimum: where that is one or
+two, the goal asks the loop to measure that very cell.
 
     .venv/bin/python bench/loop_ceiling.py [--queries 100 300] [--seeds 5]
         [--columns latency_ms_gold_6226 latency_ms_pixel3] [--arms fitted latency accuracy both]
@@ -37,6 +39,17 @@ def regrets(table, accuracy: str, column: str, queries: int, seed: int, reveal: 
     oracle = TableOracle(table, accuracy, column, queries)
     result = loop_search(table, oracle, budgets, LoopSettings(queries, seed=seed), reveal=reveal)
     return [b.regret for b in score(table, accuracy, column, result, budgets).budgets]
+
+
+def acceptable(table, accuracy: str, column: str, tolerances: tuple[float, ...]) -> list[list[int]]:
+    """Per budget and tolerance: how many cells meet the budget within `tol` points of its
+    exact optimum, i.e. how many answers would score a regret <= tol."""
+    acc, lat = table.values[accuracy], table.values[column]
+    out = []
+    for budget in percentile_budgets(lat, (10, 25, 50)):
+        feasible = acc[lat <= budget.limits()["latency"]]
+        out.append([int(np.sum(feasible >= feasible.max() - tol)) for tol in tolerances])
+    return out
 
 
 def cell(per_seed: list[float]) -> str:
@@ -91,6 +104,13 @@ def main() -> None:
         ]
         out.add_row("all columns", *[cell(v) for v in overall])
         console.print(out)
+    needles = Table(title="cells whose regret would be <= 0.20 / <= 0.03 points (of 15,625), per budget")
+    needles.add_column("column")
+    for name in ("p10", "p25", "p50"):
+        needles.add_column(name, justify="right")
+    for column in args.columns:
+        needles.add_row(column, *[f"{a} / {b}" for a, b in acceptable(table, args.accuracy, column, (0.2, 0.03))])
+    console.print(needles)
     console.print(f"{total} loop runs in {time.perf_counter() - t0:.0f} s")
 
 
