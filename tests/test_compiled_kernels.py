@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import tempfile
 
 import pytest
 import torch
@@ -142,6 +144,28 @@ def test_kernels_build_once_into_the_cache(monkeypatch, tmp_path):
         before = built[0].stat().st_mtime_ns
         assert compiled.library() is not None
         assert [p.stat().st_mtime_ns for p in tmp_path.iterdir()] == [before]  # reused, not rebuilt
+    finally:
+        monkeypatch.undo()
+        compiled.library.cache_clear()
+
+
+@needs_kernels
+def test_a_cache_that_cannot_be_written_falls_back_to_a_private_temp_folder(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a folder below a file cannot be made, even by root
+    monkeypatch.setenv("OFA_KERNEL_CACHE", str(blocker / "kernels"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    compiled.library.cache_clear()
+    try:
+        assert compiled.library() is not None
+        private = tmp_path / "tmp" / f"ofa-hwnas-kernels-{os.getuid()}"
+        assert [p.suffix for p in private.iterdir()] == [".so"]
+        assert private.stat().st_mode & 0o777 == 0o700
+        # A folder others can write to is not trusted: nothing is loaded from it or built into it.
+        private.chmod(0o777)
+        compiled.library.cache_clear()
+        assert compiled.library() is None
     finally:
         monkeypatch.undo()
         compiled.library.cache_clear()

@@ -3,7 +3,8 @@
 The sources ship with the package (`ofa/kernels/csrc/*.c`). On first use they are compiled
 with the system C compiler (`$CC`, else `cc`) for this CPU (`-march=native`) and OpenMP,
 linked against the OpenMP runtime torch itself loaded, so both share one thread pool. The
-library lands in `$OFA_KERNEL_CACHE` (default `~/.cache/ofa-hwnas/kernels`) under a name
+library lands in `$OFA_KERNEL_CACHE` (default `~/.cache/ofa-hwnas/kernels`; where that
+cannot be written, a private folder in the temporary directory) under a name
 that hashes the sources, the compiler's version and the CPU's flags, written atomically so
 that parallel processes (DDP ranks) may race. Without a compiler, or with
 `OFA_COMPILED_KERNELS=0`, `library()` returns None and callers keep their torch path; the
@@ -55,12 +56,27 @@ def _build() -> Path:
     link = _openmp_link_flags()
     texts = [f"{src.name}\0{src.read_text()}" for src in SOURCES]
     key = hashlib.sha256("\0".join([*texts, version, *FLAGS, *link, _cpu_flags()]).encode()).hexdigest()
-    target = _cache_dir() / f"ofa-kernels-{key[:16]}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
-    os.close(fd)
+    name = f"ofa-kernels-{key[:16]}.so"
+    cache, private = _cache_dirs()
+    for folder in (cache, private):
+        if (folder / name).exists() and (folder is cache or _ours_alone(folder)):
+            return folder / name
+    for folder in (cache, private):  # the first we can write to: a read-only home falls back
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if folder is private and not _ours_alone(folder):
+                raise PermissionError("others can write to it")
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".so.tmp")
+        except OSError as err:
+            log.info("kernel cache %s not usable (%s)", folder, err)
+            continue
+        os.close(fd)
+        return _compile(compiler, link, tmp, folder / name)
+    raise OSError(f"no writable kernel cache ({cache}, {private})")
+
+
+def _compile(compiler: str, link: list[str], tmp: str, target: Path) -> Path:
+    """Compile the sources into `tmp`, then move it onto `target` (atomically)."""
     command = [compiler, *FLAGS, *map(str, SOURCES), "-o", tmp, *link, "-lm"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -93,11 +109,24 @@ def _cpu_flags() -> str:
     return platform.machine() + platform.processor()
 
 
-def _cache_dir() -> Path:
+def _cache_dirs() -> tuple[Path, Path]:
+    """Where the library may live: `$OFA_KERNEL_CACHE` (else the user's cache folder), then a
+    folder of this user's in the temporary directory."""
     if "OFA_KERNEL_CACHE" in os.environ:
-        return Path(os.environ["OFA_KERNEL_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ofa-hwnas" / "kernels"
+        cache = Path(os.environ["OFA_KERNEL_CACHE"])
+    else:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ofa-hwnas" / "kernels"
+    return cache, Path(tempfile.gettempdir()) / f"ofa-hwnas-kernels-{os.getuid()}"
+
+
+def _ours_alone(folder: Path) -> bool:
+    """A folder in a shared temporary directory is used only if this user owns it and no one
+    else can write to it: the library loaded from there runs as this user."""
+    try:
+        info = folder.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
 def depthwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, k: int, stride: int) -> torch.Tensor | None:
