@@ -17,7 +17,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -31,13 +31,15 @@ from app.search_measure import Measured, measure_accuracy, measure_choices
 from app.search_report import BudgetRow, console_table, mark_ties, pareto_png, write_reports
 from app.shell import UserError, hydra_command, make_console, quiet_optuna, torch_threads
 from ofa.checkpoint import check_trained_on, load_supernet, resolve_checkpoint
-from ofa.data.datamodule import ImageDataModule
 from ofa.export import export_onnx, save_subnet
 from ofa.io import atomic_folder, atomic_write_csv
 from ofa.networks import OFAMobileNetV3
 from ofa.space import ArchConfig, MBV3Space
 from predictors.measure.profile import DeviceProfile, load_profile
 from predictors.predictor import load_predictor
+
+if TYPE_CHECKING:  # lightning (via the data module) costs ~2 s at start-up; hydra imports it when needed
+    from ofa.data.datamodule import ImageDataModule
 
 HARDWARE_TARGETS = {"latency_ms": "ms", "power_w": "W", "energy_mj": "mJ"}
 

@@ -19,14 +19,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig
 from rich.console import Console
 
 from ofa.archtable import archs_of, read_arch_table, read_csv
-from ofa.data.datamodule import ImageDataModule
 from ofa.errors import UserError
 from ofa.evaluation import subnet_accuracy
 from ofa.space import ArchConfig, MBV3Space
@@ -34,6 +33,9 @@ from ofa.training.eval_subnets import EvalData, evaluate_subnets, read_eval_data
 from predictors.features import encode, to_arrays
 from search.loop import LoopSettings, LoopSpace, Measurement, RoundReport, best_measured, run_loop
 from search.objectives import Budget
+
+if TYPE_CHECKING:  # lightning (via the data module) costs ~2 s at start-up; hydra imports it when needed
+    from ofa.data.datamodule import ImageDataModule
 
 MARGIN_PER_MAPE = 1.6  # a normal error's 90th percentile is ~1.6x its mean absolute error
 HARDWARE = ("latency_ms", "power_w", "energy_mj")

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from torch import nn
 
 from app.progress import progress_bar
 from ofa.archtable import read_csv, row_key
-from ofa.data.datamodule import ImageDataModule
 from ofa.evaluation import subnet_accuracy
 from ofa.networks import OFAMobileNetV3
 from ofa.space import ArchConfig
 from predictors.measure.backends import runs_here
 from predictors.measure.optional import MissingPackageError
 from predictors.measure.profile import DeviceProfile
+
+if TYPE_CHECKING:  # lightning (via the data module) costs ~2 s at start-up; hydra imports it when needed
+    from ofa.data.datamodule import ImageDataModule
 
 
 @dataclass

@@ -12,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ofa.archtable import archs_of, read_arch_table, write_rows
-from ofa.data.datamodule import ImageDataModule
 from ofa.evaluation import subnet_accuracy
 from ofa.networks import OFAMobileNetV3
 from ofa.space import ArchConfig, MBV3Space
+
+if TYPE_CHECKING:  # lightning (via the data module) costs ~2 s at start-up
+    from ofa.data.datamodule import ImageDataModule
 
 COLUMNS = ("ks", "e", "d", "r", "acc", "macs", "params", "fingerprint")
 
