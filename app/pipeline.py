@@ -227,7 +227,7 @@ def budgets_from_profiled(table: Path, quantiles: list[float]) -> list[float]:
 
 
 def check_search_settings(settings: dict[str, Any]) -> None:
-    """The search stage's budgets, in one line each, before any stage runs."""
+    """The search stage's budgets and counts, in one line each, before any stage runs."""
     given = settings["budgets_latency_ms"]
     if given is not None and (not isinstance(given, list) or not given or not all(_positive(v) for v in given)):
         raise ValueError(f"stages.search.budgets_latency_ms = {given!r} is not allowed; allowed: null or a list of "
@@ -236,6 +236,10 @@ def check_search_settings(settings: dict[str, Any]) -> None:
     if not isinstance(quantiles, list) or not quantiles or not all(_positive(q) and q < 1 for q in quantiles):
         raise ValueError(f"stages.search.budget_quantiles = {quantiles!r} is not allowed; allowed: a list of numbers "
                          "between 0 and 1, e.g. [0.25,0.5,0.75]")  # fmt: skip
+    for name, low in (("loop_measurements", 0), ("n_trials", 1), ("population_size", 2), ("bn_calibration_images", 1)):
+        value = settings[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"stages.search.{name} = {value!r} is not allowed; allowed: an integer >= {low}")
 
 
 def _positive(v: Any) -> bool:

@@ -77,6 +77,33 @@ def budgets_from(cfg_budgets: Any, profile: DeviceProfile) -> dict[str, list[flo
     return out
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """What the config's types do not say (ranges, choices, files), in one line each, before
+    anything is loaded or searched."""
+    from search.problem import SearchSettings
+    from search.storage import storage_kind
+
+    def count(name: str, value: Any, low: int, allowed: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"{name} = {value!r} is not allowed; allowed: {allowed}")
+
+    loop = cfg.loop
+    count("loop.measurements", loop.measurements, 0, "an integer >= 0 (0: the fit-once search)")
+    for name in ("initial", "per_budget", "patience"):
+        if loop.get(name) is not None:
+            count(f"loop.{name}", loop[name], 1, "null or an integer >= 1")
+    if cfg.measure_latency not in (True, False, "auto", "true", "false"):
+        raise UserError(f"measure_latency = {cfg.measure_latency!r} is not allowed; allowed: auto, true, false")
+    count("bn_calibration_images", cfg.bn_calibration_images, 1, "an integer >= 1")
+    given = [loop.prior] if isinstance(loop.prior, str) else list(loop.prior or [])
+    for path in given:
+        if not Path(str(path)).is_file():
+            raise UserError(f"loop.prior: accuracy table {path} not found")
+    SearchSettings(cfg.n_trials, cfg.population_size, cfg.seed)  # its own one-line checks
+    if cfg.storage is not None:
+        storage_kind(str(cfg.storage))
+
+
 def predictor_path(cfg: DictConfig, target: str, profile: DeviceProfile, checkpoint: Path) -> Path:
     given = cfg.predictors.get(target)
     if given:
@@ -213,6 +240,7 @@ def run_search(cfg: DictConfig, out: Path, console: Console | None = None, show_
 
     console = console or make_console()
     start = time.perf_counter()
+    check_settings(cfg)
     inputs = load_inputs(cfg)
     trained_on = check_trained_on(inputs.meta, str(cfg.data.name), bool(cfg.get("allow_other_data")))
     profile = inputs.profile

@@ -120,14 +120,25 @@ def open_storage(storage: str | os.PathLike | BaseStorage | None) -> BaseStorage
     if storage is None or isinstance(storage, BaseStorage):
         return storage
     text = str(storage)
-    if text.startswith("sqlite:///") and text != "sqlite:///:memory:":
+    kind = storage_kind(text)
+    if kind == "sqlite":
         return sqlite_storage(text)
-    if "://" in text:
+    if kind == "rdb":
         return optuna.storages.RDBStorage(text)
+    path = Path(text.removeprefix("journal:"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return GenerationJournalStorage(path)
+
+
+def storage_kind(text: str) -> str:
+    """`sqlite`, `rdb` or `journal` for a storage string (nothing opened); a ValueError naming
+    what is allowed for anything else."""
+    if text.startswith("sqlite:///") and text != "sqlite:///:memory:":
+        return "sqlite"
+    if "://" in text:
+        return "rdb"
     if text.startswith("journal:") or text.endswith(JOURNAL_SUFFIXES):
-        path = Path(text.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return GenerationJournalStorage(path)
+        return "journal"
     raise ValueError(
         f"storage = {text!r} is not allowed; use an RDB URL (sqlite:///search.db) or a journal file "
         f"(a path ending in {', '.join(JOURNAL_SUFFIXES)}, or journal:<path>)"

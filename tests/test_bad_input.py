@@ -87,6 +87,7 @@ def test_pipeline_checks_every_stage_before_training(tmp_path):
         ("stages.fit.latency_model=foo", ["stages.fit.model = 'foo'", "allowed: auto"]),
         ("stages.search.budgets_latency_ms=[0,-1]", ["budgets_latency_ms = [0, -1]", "positive numbers"]),
         ("stages.search.budget_quantiles=[0.5,2]", ["budget_quantiles", "between 0 and 1"]),
+        ("stages.search.loop_measurements=-1", ["stages.search.loop_measurements = -1", "an integer >= 0"]),
     ],
 )
 def test_pipeline_stage_settings_are_checked_up_front(override, names, tmp_path, capsys):
@@ -98,6 +99,30 @@ def test_pipeline_stage_settings_are_checked_up_front(override, names, tmp_path,
     for name in names:
         assert name in line, line
     assert not (tmp_path / "train").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("loop.measurements=-3", ["loop.measurements = -3 is not allowed", "an integer >= 0"]),
+        ("loop.per_budget=0", ["loop.per_budget = 0 is not allowed", "null or an integer >= 1"]),
+        ("measure_latency=maybe", ["measure_latency = 'maybe' is not allowed; allowed: auto, true, false"]),
+        ("loop.prior=/no/such/accuracy.csv", ["loop.prior: accuracy table /no/such/accuracy.csv not found"]),
+        ("storage=study.txt", ["storage = 'study.txt' is not allowed", "journal file"]),
+        ("population_size=1", ["population_size = 1 is not allowed", "integer >= 2"]),
+        ("bn_calibration_images=0", ["bn_calibration_images = 0 is not allowed"]),
+    ],
+)
+def test_search_settings_are_checked_before_anything_is_loaded(override, names, tmp_path, capsys):
+    """These used to run a whole search (or fail after it had started) instead of one line."""
+    from app.config import compose
+    from app.search import run_search
+
+    cfg = compose("search", ["checkpoint=/no/such/supernet.safetensors", override])
+    line = user_error_line(lambda: run_search(cfg, tmp_path / "out"), capsys)
+    for name in names:
+        assert name in line, line
+    assert "supernet" not in line  # checked before the (missing) supernet is looked for
 
 
 # --- device profiles are data: they never name code ------------------------------------------------
