@@ -13,12 +13,13 @@ from app.progress import progress_bars
 from app.shell import hydra_command, make_console
 from ofa.checkpoint import check_trained_on, load_supernet, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
-from ofa.training.eval_subnets import eval_archs, evaluate_subnets
+from ofa.training.eval_subnets import check_eval_settings, eval_archs, evaluate_subnets
 
 
 def run(cfg: DictConfig, console: Console | None = None) -> tuple[Path, list[dict]]:
     """The job on a composed config: (the table's path, its rows)."""
     console = console or make_console()
+    check_eval_settings(cfg.n_subnets, cfg.bn_calibration_images)
     checkpoint = resolve_checkpoint(cfg.checkpoint)
     supernet, meta = load_supernet(checkpoint)
     check_trained_on(meta, str(cfg.data.name), bool(cfg.allow_other_data))

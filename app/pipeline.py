@@ -38,7 +38,7 @@ from ofa.io import atomic_write_bytes
 from ofa.networks import OFAMobileNetV3
 from ofa.paths import known_supernets
 from ofa.space import MBV3Space
-from ofa.training.eval_subnets import eval_archs, evaluate_subnets
+from ofa.training.eval_subnets import check_eval_settings, eval_archs, evaluate_subnets
 from predictors.candidates import parse_models
 from predictors.fit import fit_predictor
 from predictors.measure.profile import load_profile
@@ -117,6 +117,7 @@ def train_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
 
 def eval_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
     settings = _plain(cfg.stages.eval)
+    check_eval_settings(settings["n_subnets"], settings["bn_calibration_images"], "stages.eval.")
 
     def run(folder: Path) -> dict[str, Any]:
         supernet, meta = load_supernet(runner.folder("train") / "supernet.safetensors")

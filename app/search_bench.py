@@ -52,6 +52,8 @@ def round_printer(console: Console) -> Callable[[RoundReport], None]:
 def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or make_console()
     queries = cfg.get("queries")
+    if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int) or queries < 1):
+        raise ValueError(f"queries = {queries!r} is not allowed; allowed: null or an integer >= 1")
     sampler = cfg.sampler or ("loop" if queries else "refined")
     if sampler == "loop" and not queries:
         raise ValueError("sampler = 'loop' needs queries=<Q> (the number of cells it may measure)")

@@ -88,6 +88,7 @@ def test_pipeline_checks_every_stage_before_training(tmp_path):
         ("stages.search.budgets_latency_ms=[0,-1]", ["budgets_latency_ms = [0, -1]", "positive numbers"]),
         ("stages.search.budget_quantiles=[0.5,2]", ["budget_quantiles", "between 0 and 1"]),
         ("stages.search.loop_measurements=-1", ["stages.search.loop_measurements = -1", "an integer >= 0"]),
+        ("stages.eval.n_subnets=0", ["stages.eval.n_subnets = 0 is not allowed", "an integer >= 1"]),
     ],
 )
 def test_pipeline_stage_settings_are_checked_up_front(override, names, tmp_path, capsys):
@@ -123,6 +124,28 @@ def test_search_settings_are_checked_before_anything_is_loaded(override, names, 
     for name in names:
         assert name in line, line
     assert "supernet" not in line  # checked before the (missing) supernet is looked for
+
+
+@pytest.mark.parametrize(
+    ("command", "override", "names"),
+    [
+        ("eval_subnets", "n_subnets=-5", ["n_subnets = -5 is not allowed; allowed: an integer >= 1"]),
+        ("eval_subnets", "bn_calibration_images=0", ["bn_calibration_images = 0 is not allowed"]),
+        ("search_bench", "queries=0", ["queries = 0 is not allowed; allowed: null or an integer >= 1"]),
+    ],
+)
+def test_counts_that_cannot_work_are_one_line(command, override, names, tmp_path, capsys):
+    """These were an IndexError, a RuntimeError from torch, and a silent direct search."""
+    from app import eval_subnets, search_bench
+    from app.config import compose
+
+    if command == "eval_subnets":  # checked before the (missing) supernet is looked for
+        cfg, task = compose(command, ["checkpoint=/no/such/supernet.safetensors", override]), eval_subnets.run
+    else:
+        cfg, task = compose(command, [override]), search_bench.bench
+    line = user_error_line(lambda: task(cfg), capsys)
+    for name in names:
+        assert name in line, line
 
 
 # --- device profiles are data: they never name code ------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +25,13 @@ if TYPE_CHECKING:  # lightning (via the data module) costs ~2 s at start-up
     from ofa.data.datamodule import ImageDataModule
 
 COLUMNS = ("ks", "e", "d", "r", "acc", "macs", "params", "fingerprint")
+
+
+def check_eval_settings(n_subnets: Any, bn_calibration_images: Any, prefix: str = "") -> None:
+    """One line for a count that cannot work (commands call this before loading anything)."""
+    for name, value in (("n_subnets", n_subnets), ("bn_calibration_images", bn_calibration_images)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{prefix}{name} = {value!r} is not allowed; allowed: an integer >= 1")
 
 
 def eval_archs(space: MBV3Space, n: int, seed: int) -> list[ArchConfig]:
