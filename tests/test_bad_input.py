@@ -379,3 +379,33 @@ def test_an_unknown_label_smoothing_target_is_one_line_before_training(capsys):
     cfg = compose("train", ["optim.label_smoothing_on=smallest"])
     line = user_error_line(lambda: build_module(cfg, OFAMobileNetV3.from_preset("mnist")), capsys)
     assert "optim.label_smoothing_on = 'smallest' is not allowed; allowed: largest, all" in line
+
+
+@pytest.mark.parametrize(
+    ("override", "name"),
+    [
+        ("optim.grad_clip=-1", "optim.grad_clip = -1 is not allowed; allowed: null or a number > 0"),
+        ("optim.label_smoothing=1.5", "optim.label_smoothing = 1.5 is not allowed; allowed: a number in [0, 1)"),
+        ("optim.momentum=1.2", "optim.momentum = 1.2 is not allowed"),
+        ("validation.bn_calibration_images=0", "validation.bn_calibration_images = 0 is not allowed"),
+        ("validation.panel_random=-1", "validation.panel_random = -1 is not allowed; allowed: an integer >= 0"),
+    ],
+)
+def test_training_settings_out_of_range_are_one_line_before_training(override, name, capsys):
+    """These trained silently (a negative clip, a negative panel) or failed in torch after an epoch."""
+    from app.config import compose
+    from app.train import build_module
+    from ofa.networks import OFAMobileNetV3
+
+    cfg = compose("train", [override])
+    line = user_error_line(lambda: build_module(cfg, OFAMobileNetV3.from_preset("mnist")), capsys)
+    assert name in line, line
+
+
+def test_a_negative_thread_count_is_one_line(tmp_path, capsys):
+    from app.config import compose
+    from app.train import train
+
+    line = user_error_line(lambda: train(compose("train", ["threads=-2"]), tmp_path / "run"), capsys)
+    assert "threads = -2 is not allowed; allowed: null, 0 (torch's default) or an integer >= 1" in line
+    assert not (tmp_path / "run").exists()

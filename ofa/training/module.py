@@ -38,6 +38,15 @@ class OptimConfig:
     label_smoothing_on: str = "all"  # largest: BigNAS's regularise-the-largest-only (the rest learn from it)
 
     def __post_init__(self) -> None:
+        ranges = {
+            "momentum": (self.momentum, 0.0 <= _num(self.momentum) < 1.0, "a number in [0, 1)"),
+            "weight_decay": (self.weight_decay, _num(self.weight_decay) >= 0.0, "a number >= 0"),
+            "label_smoothing": (self.label_smoothing, 0.0 <= _num(self.label_smoothing) < 1.0, "a number in [0, 1)"),
+            "grad_clip": (self.grad_clip, self.grad_clip is None or _num(self.grad_clip) > 0, "null or a number > 0"),
+        }
+        for name, (value, ok, allowed) in ranges.items():
+            if not ok:
+                raise ValueError(f"optim.{name} = {value!r} is not allowed; allowed: {allowed}")
         if self.subnet_losses not in ("mean", "sum"):
             raise ValueError(f"optim.subnet_losses = {self.subnet_losses!r} is not allowed; allowed: mean, sum")
         if self.label_smoothing_on not in ("largest", "all"):
@@ -48,6 +57,19 @@ class OptimConfig:
     def smoothing(self, is_largest: bool) -> float:
         """Label smoothing of one sub-network's cross-entropy."""
         return self.label_smoothing if is_largest or self.label_smoothing_on == "all" else 0.0
+
+
+def _num(value: object) -> float:
+    """A number as a float; NaN (which fails every range test) for anything else."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else float("nan")  # type: ignore[arg-type]
+
+
+def check_validation_settings(bn_calibration_images: object, panel_random: object) -> None:
+    """The validation panel's counts, before any training step."""
+    for name, value, low in (("bn_calibration_images", bn_calibration_images, 1), ("panel_random", panel_random, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"validation.{name} = {value!r} is not allowed; allowed: an integer >= {low}")
 
 
 def validation_panel(space: MBV3Space, n_random: int, seed: int = 0) -> dict[str, ArchConfig]:
@@ -97,6 +119,7 @@ class SupernetModule(L.LightningModule):
         self.schedule = schedule
         self.optim = optim or OptimConfig()
         self.seed = seed
+        check_validation_settings(bn_calibration_images, panel_random)
         self.bn_calibration_images = bn_calibration_images
         self.panel = validation_panel(supernet.space, panel_random)
         self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []  # not a submodule
