@@ -169,6 +169,10 @@ def anchored(device: str, overrides: dict[str, Any], table: Path) -> dict[str, A
 
 def profile_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
     settings = _plain(cfg.stages.profile)
+    n = settings["n_subnets"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:  # before training, not after it
+        raise ValueError(f"stages.profile.n_subnets = {n!r} is not allowed; allowed: an integer >= 2 "
+                         "(the smallest and the largest are always in)")  # fmt: skip
     space = _space_of(cfg)
     profile = load_profile(settings["device"], overrides=profile_overrides(cfg, space) or None)
     # Latency depends on the architecture only: the profile does not wait for (or rerun after) training.

@@ -4,7 +4,8 @@ Hydra reports an unknown config-group option or an unknown key in a dozen lines 
 takes `n_trials=abc` as the string 'abc' that fails much later, without naming the key. Here
 every override is checked against the command's own config first: group options against the
 files of `conf/<group>/`, keys against the composed config (with close matches), values
-against the type of the default they replace (an integer stays an integer, a list a list).
+against the type of the default they replace (an integer stays an integer, a list a list), and
+seeds (`seed`, `*_seed`) against what numpy takes (>= 0).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def _check_value(config_name: str, cfg: DictConfig, o: Any) -> None:
         return  # range(...), interval(...), glob(...): numbers or known names by construction
     values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
     for value in values:
-        wanted = _type_mismatch(default, value)
+        wanted = _type_mismatch(default, value) or _seed_problem(leaf, value)
         if wanted:
             raise UserError(
                 f"{key} = {value!r} is not allowed: {key} is {wanted} (default {_show(default)}) in {config_name}.yaml"
@@ -138,6 +139,13 @@ def _type_mismatch(default: Any, value: Any) -> str | None:
     if isinstance(default, DictConfig):
         return None if isinstance(value, dict) else "a mapping, e.g. {a: 1}"
     return None  # text takes anything; lists are checked by the commands (several take "a,b" or one value too)
+
+
+def _seed_problem(leaf: str, value: Any) -> str | None:
+    """Seeds feed numpy's generators, which refuse negative ones deep inside a run."""
+    if (leaf == "seed" or leaf.endswith("_seed")) and isinstance(value, int) and value < 0:
+        return "an integer >= 0"
+    return None
 
 
 def _show(default: Any) -> str:

@@ -38,6 +38,9 @@ def sha(path: Path) -> str:
         ("search", ["n_trails=10"], ["n_trails: no such key in search.yaml", "did you mean n_trials"]),
         ("profile", ["nosuchkey=3"], ["nosuchkey: no such key in profile.yaml", "+nosuchkey="]),
         ("train", ["lr=[1"], ["cannot read the command line"]),
+        ("profile", ["seed=-1"], ["seed = -1 is not allowed: seed is an integer >= 0"]),
+        ("fit", ["split_seed=-3"], ["split_seed = -3 is not allowed", "an integer >= 0"]),
+        ("pipeline", ["stages.eval.seed=-1"], ["stages.eval.seed = -1", "an integer >= 0"]),
     ],
 )
 def test_command_line_mistakes_are_one_line_naming_key_value_and_what_is_allowed(command, args, names, capsys):
@@ -89,6 +92,7 @@ def test_pipeline_checks_every_stage_before_training(tmp_path):
         ("stages.search.budget_quantiles=[0.5,2]", ["budget_quantiles", "between 0 and 1"]),
         ("stages.search.loop_measurements=-1", ["stages.search.loop_measurements = -1", "an integer >= 0"]),
         ("stages.eval.n_subnets=0", ["stages.eval.n_subnets = 0 is not allowed", "an integer >= 1"]),
+        ("stages.profile.n_subnets=1", ["stages.profile.n_subnets = 1 is not allowed", "an integer >= 2"]),
     ],
 )
 def test_pipeline_stage_settings_are_checked_up_front(override, names, tmp_path, capsys):
