@@ -237,12 +237,18 @@ def _fit_models(
 
 def _known_cost(values: np.ndarray) -> tuple[np.ndarray, float, Callable[[float], float]]:
     """The true costs on `_fit_cost`'s scale with a token spread: the budget's test is exact."""
+    transform = _log_scale(values)
+    return transform(values), 0.01, transform
+
+
+def _log_scale(values: np.ndarray) -> Callable[[Any], Any]:
+    """log(v + c), c a tenth of the median: near-zero costs (pruned cells) stay finite."""
     offset = 0.1 * float(np.median(values)) + 1e-12
 
     def transform(v: Any) -> Any:
         return np.log(np.asarray(v, dtype=float) + offset)
 
-    return transform(values), 0.01, transform
+    return transform
 
 
 def _pick(
@@ -307,11 +313,7 @@ def _fit_cost(
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import KFold
 
-    offset = 0.1 * float(np.median(values)) + 1e-12  # near-zero costs (pruned cells) stay finite
-
-    def transform(v: Any) -> Any:
-        return np.log(np.asarray(v, dtype=float) + offset)
-
+    transform = _log_scale(values)
     target = transform(values)
     # (model, fitted on the cost itself rather than its log): latency is close to a sum of
     # per-op costs, which a linear model on the cost itself fits best (NAS-Bench-201 phones:
