@@ -57,14 +57,14 @@ def _build() -> Path:
     texts = [f"{src.name}\0{src.read_text()}" for src in SOURCES]
     key = hashlib.sha256("\0".join([*texts, version, *FLAGS, *link, _cpu_flags()]).encode()).hexdigest()
     name = f"ofa-kernels-{key[:16]}.so"
-    cache, private = _cache_dirs()
-    for folder in (cache, private):
-        if (folder / name).exists() and (folder is cache or _ours_alone(folder)):
+    folders = _cache_dirs()
+    for folder in folders:
+        if (folder / name).exists() and (folder is folders[0] or _ours_alone(folder)):
             return folder / name
-    for folder in (cache, private):  # the first we can write to: a read-only home falls back
+    for folder in folders:  # the first we can write to: a read-only home falls back
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if folder is private and not _ours_alone(folder):
+            if folder is not folders[0] and not _ours_alone(folder):
                 raise PermissionError("others can write to it")
             fd, tmp = tempfile.mkstemp(dir=folder, suffix=".so.tmp")
         except OSError as err:
@@ -72,7 +72,7 @@ def _build() -> Path:
             continue
         os.close(fd)
         return _compile(compiler, link, tmp, folder / name)
-    raise OSError(f"no writable kernel cache ({cache}, {private})")
+    raise OSError(f"no writable kernel cache ({', '.join(map(str, folders))})")
 
 
 def _compile(compiler: str, link: list[str], tmp: str, target: Path) -> Path:
@@ -109,14 +109,16 @@ def _cpu_flags() -> str:
     return platform.machine() + platform.processor()
 
 
-def _cache_dirs() -> tuple[Path, Path]:
-    """Where the library may live: `$OFA_KERNEL_CACHE` (else the user's cache folder), then a
-    folder of this user's in the temporary directory."""
+def _cache_dirs() -> list[Path]:
+    """Where the library may live: `$OFA_KERNEL_CACHE` (else the user's cache folder), then,
+    where users have ids (POSIX), a folder of this user's in the temporary directory."""
     if "OFA_KERNEL_CACHE" in os.environ:
         cache = Path(os.environ["OFA_KERNEL_CACHE"])
     else:
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ofa-hwnas" / "kernels"
-    return cache, Path(tempfile.gettempdir()) / f"ofa-hwnas-kernels-{os.getuid()}"
+    if not hasattr(os, "getuid"):
+        return [cache]
+    return [cache, Path(tempfile.gettempdir()) / f"ofa-hwnas-kernels-{os.getuid()}"]
 
 
 def _ours_alone(folder: Path) -> bool:
