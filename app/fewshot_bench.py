@@ -127,7 +127,7 @@ def read_fewshot_table(path: str | Path, columns: list[str], space: str | None =
     if not set(ARCH_FIELDS) <= set(table.columns):
         raise ValueError(f"{table.path} has neither an arch column nor {', '.join(ARCH_FIELDS)}")
     mbv3 = _mbv3_space(table, space)
-    archs = archs_of(table, mbv3)
+    archs = archs_of(table, mbv3, space_option=True)
     arrays = to_arrays(archs, mbv3)
     fields = [{k: r[k] for k in ARCH_FIELDS} for r in table.rows]
     return FewshotTable(table.path, mbv3.name, ARCH_FIELDS, [a.key() for a in archs], fields,

@@ -126,14 +126,15 @@ def read_arch_table(path: str | os.PathLike, space: MBV3Space, columns: Sequence
     return table
 
 
-def archs_of(table: CsvTable, space: MBV3Space) -> list[ArchConfig]:
-    """The validated sub-network of every row, errors naming the line."""
+def archs_of(table: CsvTable, space: MBV3Space, space_option: bool = False) -> list[ArchConfig]:
+    """The validated sub-network of every row, errors naming the line (and, for commands with
+    a `space=` option, how to read the table in another space)."""
     archs = []
     for line, row in enumerate(table.rows, start=2):
         try:
             archs.append(space.parse({k: row[k] for k in ARCH_FIELDS}))
         except ValueError as exc:
-            hint = f"space {space.name}; pick another with space=<name>"
+            hint = f"space {space.name}" + ("; pick another with space=<name>" if space_option else "")
             raise ValueError(f"{table.path} line {line}: {exc} ({hint})") from None
     return archs
 

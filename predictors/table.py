@@ -86,7 +86,7 @@ def read_table(path: str | os.PathLike, target: str, space: MBV3Space | str | No
         raise ValueError(f"{table.path} has a header but no rows")
     space = space_of(table, space)
     check_fingerprints(table, space.fingerprint(), f"space {space.name}")
-    archs = archs_of(table, space)
+    archs = archs_of(table, space, space_option=True)
     y = _targets(table, target)
     return Table(table.path, target, archs, to_arrays(archs, space), y, table.sha256, space)
 

@@ -413,3 +413,17 @@ def test_a_negative_thread_count_is_one_line(tmp_path, capsys):
     line = user_error_line(lambda: train(compose("train", ["threads=-2"]), tmp_path / "run"), capsys)
     assert "threads = -2 is not allowed; allowed: null, 0 (torch's default) or an integer >= 1" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_row_in_a_prior_accuracy_table_names_the_line_and_no_option_the_search_lacks(tmp_path, capsys):
+    from app.search_loop import read_prior
+    from ofa.archtable import write_rows
+    from ofa.space import SPACES
+
+    space = SPACES["mnist"]
+    row = {**space.smallest(min(space.resolutions)).to_csv_fields(), "acc": 0.9}
+    bad = {**row, "r": 30}
+    table = tmp_path / "accuracy.csv"
+    write_rows(table, [row, bad], [*row])
+    line = user_error_line(lambda: read_prior([table], space), capsys)
+    assert f"{table} line 3: r = 30 is not allowed" in line and "(space mnist)" in line, line
