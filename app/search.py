@@ -92,7 +92,7 @@ def check_settings(cfg: DictConfig) -> None:
     for name in ("initial", "per_budget", "patience"):
         if loop.get(name) is not None:
             count(f"loop.{name}", loop[name], 1, "null or an integer >= 1")
-    if cfg.measure_latency not in (True, False, "auto", "true", "false"):
+    if not (isinstance(cfg.measure_latency, bool) or cfg.measure_latency in ("auto", "true", "false")):
         raise UserError(f"measure_latency = {cfg.measure_latency!r} is not allowed; allowed: auto, true, false")
     count("bn_calibration_images", cfg.bn_calibration_images, 1, "an integer >= 1")
     given = [loop.prior] if isinstance(loop.prior, str) else list(loop.prior or [])
