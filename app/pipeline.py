@@ -33,6 +33,7 @@ from app.train import train
 from ofa.archtable import read_csv
 from ofa.checkpoint import load_supernet, read_supernet_metadata, resolve_checkpoint
 from ofa.data.datamodule import ImageDataModule
+from ofa.errors import check_int
 from ofa.importer import file_sha256
 from ofa.io import atomic_write_bytes
 from ofa.networks import OFAMobileNetV3
@@ -43,7 +44,7 @@ from predictors.candidates import parse_models
 from predictors.fit import fit_predictor
 from predictors.measure.profile import load_profile
 from predictors.profiling import profile_subnets
-from predictors.sampling import sample_spread
+from predictors.sampling import check_spread_count, sample_spread
 
 # The parts of the config the trained supernet depends on (logging, threads and checkpoint
 # cadence do not change the result).
@@ -169,10 +170,7 @@ def anchored(device: str, overrides: dict[str, Any], table: Path) -> dict[str, A
 
 def profile_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
     settings = _plain(cfg.stages.profile)
-    n = settings["n_subnets"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:  # before training, not after it
-        raise ValueError(f"stages.profile.n_subnets = {n!r} is not allowed; allowed: an integer >= 2 "
-                         "(the smallest and the largest are always in)")  # fmt: skip
+    check_spread_count(settings["n_subnets"], "stages.profile.n_subnets")  # before training, not after it
     space = _space_of(cfg)
     profile = load_profile(settings["device"], overrides=profile_overrides(cfg, space) or None)
     # Latency depends on the architecture only: the profile does not wait for (or rerun after) training.
@@ -242,9 +240,7 @@ def check_search_settings(settings: dict[str, Any]) -> None:
         raise ValueError(f"stages.search.budget_quantiles = {quantiles!r} is not allowed; allowed: a list of numbers "
                          "between 0 and 1, e.g. [0.25,0.5,0.75]")  # fmt: skip
     for name, low in (("loop_measurements", 0), ("n_trials", 1), ("population_size", 2), ("bn_calibration_images", 1)):
-        value = settings[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"stages.search.{name} = {value!r} is not allowed; allowed: an integer >= {low}")
+        check_int(f"stages.search.{name}", settings[name], low)
 
 
 def _positive(v: Any) -> bool:

@@ -26,11 +26,12 @@ from rich.console import Console
 from torch import nn
 
 from app.progress import progress_bar
-from app.search_loop import accuracy_on_test_split, answer_choices, run_measured_loop
+from app.search_loop import accuracy_on_test_split, answer_choices, prior_paths, run_measured_loop
 from app.search_measure import Measured, measure_accuracy, measure_choices
 from app.search_report import BudgetRow, console_table, mark_ties, pareto_png, write_reports
 from app.shell import UserError, hydra_command, make_console, quiet_optuna, torch_threads
 from ofa.checkpoint import check_trained_on, load_supernet, resolve_checkpoint
+from ofa.errors import check_int
 from ofa.export import export_onnx, save_subnet
 from ofa.io import atomic_folder, atomic_write_csv
 from ofa.networks import OFAMobileNetV3
@@ -83,21 +84,15 @@ def check_settings(cfg: DictConfig) -> None:
     from search.problem import SearchSettings
     from search.storage import storage_kind
 
-    def count(name: str, value: Any, low: int, allowed: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UserError(f"{name} = {value!r} is not allowed; allowed: {allowed}")
-
     loop = cfg.loop
-    count("loop.measurements", loop.measurements, 0, "an integer >= 0 (0: the fit-once search)")
+    check_int("loop.measurements", loop.measurements, 0, "an integer >= 0 (0: the fit-once search)")
     for name in ("initial", "per_budget", "patience"):
-        if loop.get(name) is not None:
-            count(f"loop.{name}", loop[name], 1, "null or an integer >= 1")
+        check_int(f"loop.{name}", loop.get(name), 1, none_ok=True)
     if not (isinstance(cfg.measure_latency, bool) or cfg.measure_latency in ("auto", "true", "false")):
         raise UserError(f"measure_latency = {cfg.measure_latency!r} is not allowed; allowed: auto, true, false")
-    count("bn_calibration_images", cfg.bn_calibration_images, 1, "an integer >= 1")
-    given = [loop.prior] if isinstance(loop.prior, str) else list(loop.prior or [])
-    for path in given:
-        if not Path(str(path)).is_file():
+    check_int("bn_calibration_images", cfg.bn_calibration_images, 1)
+    for path in prior_paths(loop):
+        if not path.is_file():
             raise UserError(f"loop.prior: accuracy table {path} not found")
     SearchSettings(cfg.n_trials, cfg.population_size, cfg.seed)  # its own one-line checks
     if cfg.storage is not None:

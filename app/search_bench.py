@@ -12,6 +12,7 @@ from rich.table import Table
 
 from app.progress import progress_bar
 from app.shell import hydra_command, make_console, quiet_optuna
+from ofa.errors import check_int
 from search.benchmarks.table import TableBenchmark, run_table_benchmark
 from search.loop import LoopSettings, RoundReport
 from search.problem import SAMPLERS, SearchSettings
@@ -52,8 +53,7 @@ def round_printer(console: Console) -> Callable[[RoundReport], None]:
 def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or make_console()
     queries = cfg.get("queries")
-    if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int) or queries < 1):
-        raise ValueError(f"queries = {queries!r} is not allowed; allowed: null or an integer >= 1")
+    check_int("queries", queries, 1, none_ok=True)
     sampler = cfg.sampler or ("loop" if queries else "refined")
     if sampler == "loop" and not queries:
         raise ValueError("sampler = 'loop' needs queries=<Q> (the number of cells it may measure)")

@@ -143,6 +143,12 @@ def _margin(predictor: Any) -> float:
     return MARGIN_PER_MAPE * float(mape) / 100 if mape is not None and math.isfinite(mape) else 0.10
 
 
+def prior_paths(loop: DictConfig) -> list[Path]:
+    """The accuracy tables `loop.prior` names (one path or a list; none: [])."""
+    given = [loop.prior] if isinstance(loop.prior, str) else list(loop.prior or [])
+    return [Path(str(p)) for p in given]
+
+
 def read_prior(paths: Sequence[Path], space: MBV3Space) -> dict[str, tuple[ArchConfig, float]]:
     """Arch key -> (arch, validation accuracy) of every accuracy table given (later ones win)."""
     prior: dict[str, tuple[ArchConfig, float]] = {}
@@ -231,8 +237,7 @@ def run_measured_loop(
     answer every budget with the best measured sub-network meeting it."""
     loop = cfg.loop
     measurer = SubnetMeasurer(inputs, dm, cfg, out, console)
-    given = [loop.prior] if isinstance(loop.prior, str) else list(loop.prior or [])
-    earlier = read_prior([Path(p) for p in given] or [inputs.checkpoint.parent / "accuracy.csv"], inputs.space)
+    earlier = read_prior(prior_paths(loop) or [inputs.checkpoint.parent / "accuracy.csv"], inputs.space)
     own = read_prior([measurer.accuracy_table], inputs.space)  # this loop's, before an interruption
     prior = prior_measurements(measurer, {**earlier, **own})
     queries = len(earlier) + int(loop.measurements)  # a resumed loop finishes; it does not start over

@@ -7,13 +7,14 @@ from collections.abc import Iterator
 
 import torch
 
+from ofa.errors import check_int
+
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """Run with `threads` intra-op threads (None or 0: unchanged), restored afterwards. On a
     shared 2-core machine, 2 threads while another job holds a core are many times slower than 1."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-        raise ValueError(f"threads = {threads!r} is not allowed; allowed: null, 0 (torch's default) or an integer >= 1")
+    check_int("threads", threads, 0, "null, 0 (torch's default) or an integer >= 1", none_ok=True)
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from ofa.errors import check_int
 from ofa.networks.costs import count_macs
 from ofa.space import ArchConfig, MBV3Space
 from predictors.features import to_arrays
@@ -43,12 +45,16 @@ def biased_sample(space: MBV3Space, rng: np.random.Generator, strength: float = 
     )
 
 
+def check_spread_count(n: Any, name: str = "n_subnets") -> None:
+    """A spread needs the smallest and the largest: at least 2 sub-networks."""
+    check_int(name, n, 2, "an integer >= 2 (the smallest and the largest are always in)")
+
+
 def sample_spread(space: MBV3Space, n: int, seed: int = 0, pool_factor: int = 20) -> list[ArchConfig]:
     """`n` distinct archs spread evenly over the MACs range: the smallest, the largest, and the
     pool archs nearest to `n - 2` evenly spaced MACs targets between them. Deterministic in
     `seed`; returned in increasing MACs."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n_subnets = {n!r} must be an integer >= 2 (the smallest and the largest are always in)")
+    check_spread_count(n)
     total = space.count_subnets()
     if n > total:
         raise ValueError(f"n_subnets = {n} is more than the {total} sub-networks of this space")

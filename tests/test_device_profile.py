@@ -113,7 +113,7 @@ def test_hydra_device_selection_and_overrides_reach_the_profile():
         (["device=bad"], "precision = 'fp16' is not supported by backend onnxruntime-cpu; allowed: fp32, int8"),
         (["device=good", "+device_overrides.timing.rounds=0"], "timing.rounds = 0 must be an integer >= 1"),
         (["device=good", "mode=table"], "mode = 'table' is not allowed; allowed: subnets, lut"),
-        (["device=good", "n_subnets=1"], "n_subnets = 1 must be an integer >= 2"),
+        (["device=good", "n_subnets=1"], "n_subnets = 1 is not allowed; allowed: an integer >= 2"),
     ],
 )
 def test_cli_reports_a_bad_profile_in_one_line(tmp_path, args, message):

@@ -94,7 +94,7 @@ def test_sample_spread_covers_the_macs_range():
     assert macs_coverage(MNIST, uniform, bins=10) < 1.0  # what plain random sampling misses
     assert sample_spread(MNIST, 30, seed=0) == archs and sample_spread(MNIST, 30, seed=1) != archs
     assert reference_arch(MNIST) == MNIST.uniform(5, 4, 3, 24)
-    with pytest.raises(ValueError, match="n_subnets = 1 must be an integer >= 2"):
+    with pytest.raises(ValueError, match="n_subnets = 1 is not allowed; allowed: an integer >= 2"):
         sample_spread(MNIST, 1)
     tiny = MNIST.with_(kernel_sizes=(3,), expand_ratios=(3,), depths=(1,), resolutions=(20,))
     with pytest.raises(ValueError, match="n_subnets = 3 is more than the 1 sub-networks"):

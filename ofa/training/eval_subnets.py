@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ofa.archtable import archs_of, read_arch_table, write_rows
+from ofa.errors import check_int
 from ofa.evaluation import subnet_accuracy
 from ofa.networks import OFAMobileNetV3
 from ofa.space import ArchConfig, MBV3Space
@@ -29,9 +30,8 @@ COLUMNS = ("ks", "e", "d", "r", "acc", "macs", "params", "fingerprint")
 
 def check_eval_settings(n_subnets: Any, bn_calibration_images: Any, prefix: str = "") -> None:
     """One line for a count that cannot work (commands call this before loading anything)."""
-    for name, value in (("n_subnets", n_subnets), ("bn_calibration_images", bn_calibration_images)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{prefix}{name} = {value!r} is not allowed; allowed: an integer >= 1")
+    check_int(f"{prefix}n_subnets", n_subnets, 1)
+    check_int(f"{prefix}bn_calibration_images", bn_calibration_images, 1)
 
 
 def eval_archs(space: MBV3Space, n: int, seed: int) -> list[ArchConfig]:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ofa.errors import check_int
 from ofa.evaluation import count_correct, recalibrate_bn, resize
 from ofa.networks import OFAMobileNetV3
 from ofa.seeding import generator
@@ -67,9 +68,8 @@ def _num(value: object) -> float:
 
 def check_validation_settings(bn_calibration_images: object, panel_random: object) -> None:
     """The validation panel's counts, before any training step."""
-    for name, value, low in (("bn_calibration_images", bn_calibration_images, 1), ("panel_random", panel_random, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"validation.{name} = {value!r} is not allowed; allowed: an integer >= {low}")
+    check_int("validation.bn_calibration_images", bn_calibration_images, 1)
+    check_int("validation.panel_random", panel_random, 0)
 
 
 def validation_panel(space: MBV3Space, n_random: int, seed: int = 0) -> dict[str, ArchConfig]:
