@@ -107,8 +107,7 @@ def sample_for_transfer(
     (e.g. `functools.partial(predictors.transfer_sources.source_latencies, sources)`; None: no
     sources), by `predictors.transfer.choose_measurements` on a `pool_archs` pool, in the order
     chosen. Deterministic in `seed`; the first n of a larger n are the same."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n_subnets = {n!r} must be an integer >= 2")
+    check_int("n_subnets", n, 2)
     if n > pool:
         raise ValueError(f"n_subnets = {n} is more than the pool of {pool} sub-networks the design picks from")
     archs = pool_archs(space, pool, seed)

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ofa.errors import check_int
 from ofa.space import MBV3Space
 from predictors.features import ArchArrays, analytic_features
 
@@ -246,8 +247,7 @@ def choose_measurements(
     variance of a linear model on the standardised log source latencies and features (a
     D-optimal design; the first row is random, unless some were `measured`). Needs source
     latencies, features or both. Deterministic for a seed; the first n of a larger n are the same."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n = {n!r} is not allowed; allowed: an integer >= 1")
+    check_int("n", n, 1)
     given = [b for b in (sources, features) if b is not None]
     rows = len(given[0]) if given else 0
     blocks = []

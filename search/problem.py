@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ofa.errors import check_int
 from ofa.space import MBV3Space
 from search.genes import GeneSpace, as_gene_space
 from search.objectives import Budget, Constraint, Metric, collect_metrics
@@ -102,6 +103,10 @@ class SearchSettings:
 
 
 def _check_int(name: str, value: Any, low: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (low is not None and value < low):
-        bound = f" >= {low}" if low is not None else ""
-        raise ValueError(f"{name} = {value!r} is not allowed; it must be an integer{bound}")
+    """`check_int`, where numpy integers count as integers too and `low=None` allows any integer."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)  # a numpy integer
+    if low is not None:
+        check_int(name, value, low)
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} = {value!r} is not allowed; allowed: an integer")

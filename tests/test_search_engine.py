@@ -333,7 +333,8 @@ def test_three_objectives_use_nsga3():
     [
         ({"sampler": "tpe"}, "sampler = 'tpe' is not allowed; allowed: refined, nsga2, random"),
         ({"n_trials": 0}, "n_trials = 0 is not allowed"),
-        ({"population_size": 1}, "population_size = 1 is not allowed"),
+        ({"population_size": 1}, "population_size = 1 is not allowed; allowed: an integer >= 2"),
+        ({"seed": 1.5}, "seed = 1.5 is not allowed; allowed: an integer"),
         ({"refine_share": 1.5}, "refine_share = 1.5 is not allowed"),
         ({"constraints": [Constraint("latency", 5.0)]}, "constraint on 'latency': no such metric"),
         ({"budgets": [Budget.of("b", power=5.0)]}, "constraint on 'power': no such metric"),

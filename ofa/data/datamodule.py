@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ofa.data.datasets import EMBEDDED, KNOWN, load_embedded, load_local
+from ofa.errors import check_int
 from ofa.seeding import generator
 
 AUGMENT_STREAM = 1  # keeps augmentation randomness apart from the sub-network sampler's
@@ -105,10 +106,7 @@ class DataSpec:
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"test_fraction = {self.test_fraction} is not allowed; allowed: 0 <= test_fraction < 1")
         least = 2 if self.test_fraction > 0 else 1  # one validation image, and one test image when tested
-        if self.val_limit is not None and (
-            isinstance(self.val_limit, bool) or not isinstance(self.val_limit, int) or self.val_limit < least
-        ):
-            raise ValueError(f"val_limit = {self.val_limit!r} is not allowed; allowed: null or an integer >= {least}")
+        check_int("val_limit", self.val_limit, least, none_ok=True)
 
 
 class ImageDataModule(L.LightningDataModule):

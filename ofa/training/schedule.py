@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ofa.errors import check_int
 from ofa.space import MBV3Space
 
 ARCH_FIELDS = ("kernel_sizes", "expand_ratios", "depths")  # what makes sub-networks differ
@@ -128,9 +129,7 @@ class Schedule:
                 )
             p["name"] = str(p.get("name") or name)
             if epochs_per_phase is not None:
-                if isinstance(epochs_per_phase, bool) or not isinstance(epochs_per_phase, int) or epochs_per_phase < 1:
-                    raise ValueError(f"epochs_per_phase = {epochs_per_phase!r} is not allowed; allowed: null or an "
-                                     "integer >= 1")  # fmt: skip
+                check_int("epochs_per_phase", epochs_per_phase, 1, none_ok=True)
                 p["epochs"] = epochs_per_phase
             phases.append(Phase(**p))
         core = {"name", "phases", "kd_ratio", "kd_temperature"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ofa.errors import check_int
+
 
 class Section:
     """Typed access to one mapping of the profile, with errors naming the dotted field."""
@@ -44,11 +46,10 @@ class Section:
 
     def integer(self, key: str, default: int | None, minimum: int, nullable: bool = False) -> int | None:
         value = self.data.get(key, default)
-        if value is None and nullable:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            null = " or null" if nullable else ""
-            raise self.fail(f"{self.name(key)} = {value!r} must be an integer >= {minimum}{null}")
+        try:
+            check_int(self.name(key), value, minimum, none_ok=nullable)
+        except ValueError as e:
+            raise self.fail(str(e)) from None
         return value
 
     def number(

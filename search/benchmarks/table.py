@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ofa.errors import check_int
 from ofa.io import atomic_write_csv, atomic_write_json
 from search.engine import run
 from search.genes import NB201Genes
@@ -185,8 +186,7 @@ class TableOracle:
     `queries` is refused. `revealed` lists the cells in the order they were paid for."""
 
     def __init__(self, table: ArchTable, accuracy: str, latency: str, queries: int) -> None:
-        if not isinstance(queries, int) or isinstance(queries, bool) or queries < 1:
-            raise ValueError(f"queries = {queries!r} is not allowed; allowed: an integer >= 1")
+        check_int("queries", queries, 1)
         self.table, self.queries = table, queries
         self.columns = {ACCURACY: accuracy, LATENCY: latency}
         self._index = {a: i for i, a in enumerate(table.archs)}
