@@ -30,7 +30,7 @@ from predictors.features import encode, to_arrays
 from predictors.transfer import TransferModel, choose_measurements, compact_features, fit_transfer, smooth_columns
 from search import nb201
 from search.benchmarks.table import LATENCY, ArchTable, TableOracle
-from search.genes import NB201_OPS, MBV3Genes, NB201Genes
+from search.genes import MBV3Genes, NB201Genes
 
 USAGE = "ofa-fewshot-bench table=<csv> sources=[<col>,...] target=<col> n=<N> seed=<S> out=<dir>"
 STRATEGIES = ("transfer", "random")
@@ -83,11 +83,6 @@ def _numeric(rows: list[dict[str, str]], column: str, path: Path) -> np.ndarray:
     return out
 
 
-def _op_counts(rows: np.ndarray) -> np.ndarray:
-    """Per cell, how many edges hold each operation."""
-    return np.stack([(rows == k).sum(1) for k in range(len(NB201_OPS))], axis=1).astype(float)
-
-
 def _mbv3_space(table: Any, space: str | None) -> MBV3Space:
     """The space named, else the table's fingerprint's, else the first named space that parses every row."""
     if space or table.fingerprints():
@@ -105,8 +100,8 @@ def read_fewshot_table(path: str | Path, columns: list[str], space: str | None =
     """`columns` (numeric) of a NAS-Bench-201 table (`arch`) or an OFA table (`ks,e,d,r`). The
     transfer model's compact features: per cell the count of each operation as written (x86
     CPUs and GPUs run every edge) and on the edges that reach the output (mobile runtimes prune
-    the rest: `search.nb201.effective_ops(keep_unreached=True)`; these counts fit the Pixel 3 and
-    Raspberry Pi 4 columns better than the fully effective ones); per sub-network
+    the rest), `search.nb201.cost_features` (these counts fit the Pixel 3 and Raspberry Pi 4
+    columns better than the fully effective ones); per sub-network
     `predictors.transfer.compact_features`."""
     table = read_csv(path, "table")
     missing = [c for c in columns if c not in table.columns or c in ("arch", *ARCH_FIELDS)]
@@ -119,11 +114,10 @@ def read_fewshot_table(path: str | Path, columns: list[str], space: str | None =
     if "arch" in table.columns:
         genes = NB201Genes()
         rows = np.stack([genes.row_of(r["arch"]) for r in table.rows])
-        counts = np.concatenate([_op_counts(rows), _op_counts(nb201.effective_ops(rows, keep_unreached=True))], axis=1)
         keys = [genes.decode(r) for r in rows]
         fields = [{"arch": r["arch"]} for r in table.rows]
-        return FewshotTable(table.path, "nb201", ("arch",), keys, fields, counts, nb201.cost_features(rows),
-                            nb201.one_hot(rows), values)  # fmt: skip
+        return FewshotTable(table.path, "nb201", ("arch",), keys, fields, nb201.cost_features(rows),
+                            nb201.edge_features(rows), nb201.one_hot(rows), values)  # fmt: skip
     if not set(ARCH_FIELDS) <= set(table.columns):
         raise ValueError(f"{table.path} has neither an arch column nor {', '.join(ARCH_FIELDS)}")
     mbv3 = _mbv3_space(table, space)

@@ -8,8 +8,9 @@ resumed loop never measures a config twice), then each round
    predictor) and, per cost metric of the budgets, the better (5-fold CV) of a ridge and an
    extra-trees model on the measured cost, with the spread of its CV residuals;
 2. per budget, among unmeasured candidates whose cost is predicted within the budget with
-   probability >= 1/2, picks the best by the ensemble's mean (exploit), then the best of
-   each Thompson draw, a random tree plus measurement noise (explore), at most one per
+   probability >= 1/4, picks the best by the ensemble's mean (exploit), then the best of
+   each Thompson draw (explore): a random tree plus measurement noise for the objective, and
+   for each cost a draw from its model's spread that must meet the budget; at most one per
    group of configs expected to score alike;
 3. measures the picks (one call of `measure`, which may refuse past its own query budget).
 
@@ -238,7 +239,7 @@ def _fit_models(
 def _known_cost(values: np.ndarray) -> tuple[np.ndarray, float, Callable[[float], float]]:
     """The true costs on `_fit_cost`'s scale with a token spread: the budget's test is exact."""
     transform = _log_scale(values)
-    return transform(values), 0.01, transform
+    return transform(values), 1e-6, transform
 
 
 def _log_scale(values: np.ndarray) -> Callable[[Any], Any]:
@@ -251,6 +252,14 @@ def _log_scale(values: np.ndarray) -> Callable[[Any], Any]:
     return transform
 
 
+# The best-believed pick needs this chance of meeting the budget. Below 1/2 on purpose: a
+# budget's optimum is a cell that runs faster than cells like it, so an unbiased cost model
+# over-predicts it (NAS-Bench-201: 1/2 left most optima out, `bench/README.md#loop_ceilingpy`).
+EXPLOIT_P_OK = 0.25
+# Thompson picks draw the cost too; cells less likely than this to meet the budget are skipped.
+EXPLORE_P_OK = 0.02
+
+
 def _pick(
     space: LoopSpace,
     models: _Models,
@@ -259,27 +268,33 @@ def _pick(
     per_budget: int,
     rng: np.random.Generator,
 ) -> list[int]:
-    """Per budget, among unmeasured candidates predicted within it (probability >= 1/2), the
-    best by the ensemble's mean, then one per Thompson draw (a random tree plus noise)."""
+    """Per budget: the best by the ensemble's mean among unmeasured candidates likely enough
+    to meet it (exploit), then one per Thompson draw (explore): a random tree plus noise for the
+    objective, and a draw of each cost from its model and spread, among candidates whose drawn
+    costs meet the budget."""
     picks: list[int] = []
     for budget in budgets:
+        excess = [(models.costs[c.name], c.limit) for c in budget.constraints]
         p_ok = np.ones(len(done))
-        for c in budget.constraints:
-            mu, sd, transform = models.costs[c.name]
-            p_ok *= norm.cdf((transform(c.limit) - mu) / sd)
+        for (mu, sd, transform), limit in excess:
+            p_ok *= norm.cdf((transform(limit) - mu) / sd)
         taken: list[int] = []  # groups picked for this budget
         for j in range(per_budget):
             if j == 0:  # exploit: what the ensemble believes on average
                 belief = models.per_tree.mean(0)
-            else:  # explore: one plausible predictor and the measurement noise
+                ok = p_ok >= EXPLOIT_P_OK
+            else:  # explore: one plausible predictor, the measurement noise, one plausible cost
                 tree = models.per_tree[rng.integers(len(models.per_tree))]
                 belief = tree + rng.normal(0.0, models.noise, len(done))
+                ok = p_ok >= EXPLORE_P_OK
+                for (mu, sd, transform), limit in excess:
+                    ok &= mu + sd * rng.standard_normal(len(done)) <= transform(limit)
+            free = ~done & ~np.isin(space.group_ids, taken)
+            free[picks] = False
             # Among equal beliefs (configs of one group score alike) the likelier to meet the budget first.
-            score = np.where(p_ok >= 0.5, belief + 1e-6 * p_ok, -np.inf)
-            if not np.isfinite(score[~done]).any():  # nothing predicted within: the likeliest first
-                score = p_ok.copy()
-            score[done | np.isin(space.group_ids, taken)] = -np.inf
-            score[picks] = -np.inf
+            score = np.where(ok & free, belief + 1e-6 * p_ok, -np.inf)
+            if not np.isfinite(score).any():  # nothing free predicted within: the likeliest first
+                score = np.where(free, p_ok, -np.inf)
             best = int(np.argmax(score))
             if not np.isfinite(score[best]):
                 break

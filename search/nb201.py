@@ -6,7 +6,9 @@ effective ops compute the same function (the table's accuracies still differ bet
 training noise) and form one group. Accuracy features describe the effective cell: its ops
 one-hot, the ops along each input-to-output path (path encoding) and counts of live
 operations (params and FLOPs of a cell are a fixed mix of its conv counts). Cost features
-add the written ops, because devices run dead edges too.
+count each op as written (x86 CPUs and GPUs run every edge, dead or not) and on the edges that
+reach the output (a mobile runtime prunes the rest): ten numbers that a linear model fits with
+a fraction of the measurements a per-edge encoding needs.
 """
 
 from __future__ import annotations
@@ -80,7 +82,22 @@ def accuracy_features(rows: np.ndarray) -> np.ndarray:
     return np.hstack([one_hot(eff), path_encoding(eff), live_counts(eff)])
 
 
+def op_counts(rows: np.ndarray) -> np.ndarray:
+    """Per cell, how many edges hold each operation."""
+    rows = np.asarray(rows)
+    return np.stack([(rows == k).sum(1) for k in range(len(NB201_OPS))], axis=1).astype(float)
+
+
 def cost_features(rows: np.ndarray) -> np.ndarray:
+    """Op counts as written and on the edges that reach the output. On the ~100 cells a
+    measurement loop has seen, a ridge on these misses the table's latencies by a third to a
+    half of what it misses on the per-edge encoding (`edge_features`), most of all on the
+    accurate cells near a budget (`bench/README.md#loop_ceilingpy`)."""
+    return np.hstack([op_counts(rows), op_counts(effective_ops(rows, keep_unreached=True))])
+
+
+def edge_features(rows: np.ndarray) -> np.ndarray:
+    """Per edge, the op as written and as computed (one-hot), and the live counts."""
     eff = effective_ops(rows)
     return np.hstack([one_hot(np.asarray(rows)), one_hot(eff), live_counts(eff)])
 
