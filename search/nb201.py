@@ -90,9 +90,9 @@ def op_counts(rows: np.ndarray) -> np.ndarray:
 
 def cost_features(rows: np.ndarray) -> np.ndarray:
     """Op counts as written and on the edges that reach the output. On the ~100 cells a
-    measurement loop has seen, a ridge on these misses the table's latencies by a third to a
-    half of what it misses on the per-edge encoding (`edge_features`), most of all on the
-    accurate cells near a budget (`bench/README.md#loop_ceilingpy`)."""
+    measurement loop has seen, a ridge on these misses the table's latencies by 36-70 % of what
+    it misses on the per-edge encoding (`edge_features`), and the budgets' optima by far less
+    (`bench/README.md#loop_ceilingpy`)."""
     return np.hstack([op_counts(rows), op_counts(effective_ops(rows, keep_unreached=True))])
 
 
