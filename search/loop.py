@@ -274,9 +274,9 @@ def _pick(
     costs meet the budget."""
     picks: list[int] = []
     for budget in budgets:
-        excess = [(models.costs[c.name], c.limit) for c in budget.constraints]
+        cost_limits = [(models.costs[c.name], c.limit) for c in budget.constraints]  # (model, limit)
         p_ok = np.ones(len(done))
-        for (mu, sd, transform), limit in excess:
+        for (mu, sd, transform), limit in cost_limits:
             p_ok *= norm.cdf((transform(limit) - mu) / sd)
         taken: list[int] = []  # groups picked for this budget
         for j in range(per_budget):
@@ -287,7 +287,7 @@ def _pick(
                 tree = models.per_tree[rng.integers(len(models.per_tree))]
                 belief = tree + rng.normal(0.0, models.noise, len(done))
                 ok = p_ok >= EXPLORE_P_OK
-                for (mu, sd, transform), limit in excess:
+                for (mu, sd, transform), limit in cost_limits:
                     ok &= mu + sd * rng.standard_normal(len(done)) <= transform(limit)
             free = ~done & ~np.isin(space.group_ids, taken)
             free[picks] = False
