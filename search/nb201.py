@@ -59,10 +59,16 @@ def path_encoding(rows: np.ndarray) -> np.ndarray:
     return np.hstack(parts)
 
 
+def op_counts(rows: np.ndarray) -> np.ndarray:
+    """Per cell, how many edges hold each operation."""
+    rows = np.asarray(rows)
+    return np.stack([(rows == k).sum(1) for k in range(len(NB201_OPS))], axis=1).astype(float)
+
+
 def live_counts(effective: np.ndarray) -> np.ndarray:
     """Per cell: output reached (0/1), live skip / 1x1 / 3x3 / pool counts, the most convs on
     one live path, live paths, and 9 x 3x3 + 1x1 (proportional to the cell's FLOPs)."""
-    counts = np.stack([(effective == op).sum(1) for op in (SKIP, CONV1, CONV3, POOL)], axis=1)
+    counts = op_counts(effective)[:, [SKIP, CONV1, CONV3, POOL]]
     conv = np.isin(effective, (CONV1, CONV3))
     live = effective != NONE
     depth = np.zeros(len(effective))
@@ -80,12 +86,6 @@ def live_counts(effective: np.ndarray) -> np.ndarray:
 def accuracy_features(rows: np.ndarray) -> np.ndarray:
     eff = effective_ops(rows)
     return np.hstack([one_hot(eff), path_encoding(eff), live_counts(eff)])
-
-
-def op_counts(rows: np.ndarray) -> np.ndarray:
-    """Per cell, how many edges hold each operation."""
-    rows = np.asarray(rows)
-    return np.stack([(rows == k).sum(1) for k in range(len(NB201_OPS))], axis=1).astype(float)
 
 
 def cost_features(rows: np.ndarray) -> np.ndarray:
