@@ -6,12 +6,13 @@ resumed loop never measures a config twice), then each round
 
 1. fits an ensemble of extra-trees on the measured accuracy (each tree is one plausible
    predictor) and, per cost metric of the budgets, the better (5-fold CV) of a ridge and an
-   extra-trees model on the measured cost, with the spread of its CV residuals;
-2. per budget, among unmeasured candidates whose cost is predicted within the budget with
-   probability >= 1/4, picks the best by the ensemble's mean (exploit), then the best of
-   each Thompson draw (explore): a random tree plus measurement noise for the objective, and
-   for each cost a draw from its model's spread that must meet the budget; at most one per
-   group of configs expected to score alike;
+   extra-trees model on the measured cost, with its CV residuals (what it misses by);
+2. per budget, among unmeasured candidates whose cost meets the budget with probability
+   >= 1/4 (the share of those misses that would bring it within), picks the best by the
+   ensemble's mean (exploit), then the best of each Thompson draw (explore): a random tree
+   plus measurement noise for the objective, and for each cost its prediction plus a miss
+   drawn from those seen, which must meet the budget; at most one per group of configs
+   expected to score alike;
 3. measures the picks (one call of `measure`, which may refuse past its own query budget).
 
 The answer per budget is the best *measured* config that meets it (`search.result.choose` on
@@ -194,13 +195,43 @@ def run_loop(
 
 
 @dataclass(frozen=True)
+class _CostBelief:
+    """One cost metric's belief on a transformed scale: the predicted cost of every candidate
+    and what the model misses by. `residuals` (sorted truth - prediction, out of fold): the
+    misses themselves, so a cell predicted over a limit meets it as often as the model missed
+    by that much. A normal law with the robust spread of those misses hides their tails (phones
+    run some cells of one kind a quarter faster than the rest, `bench/README.md#loop_ceilingpy`).
+    None: a normal law with `spread` (too few measurements, or true costs)."""
+
+    predicted: np.ndarray
+    spread: float
+    transform: Callable[[Any], Any]
+    residuals: np.ndarray | None = None
+
+    def p_meets(self, limit: float) -> np.ndarray:
+        """Per candidate, the chance that its cost is at most `limit`."""
+        room = self.transform(limit) - self.predicted
+        if self.residuals is None:
+            return norm.cdf(room / self.spread)
+        # The misses' empirical law, kept off 0 and 1 (a miss larger than any seen can happen).
+        return (np.searchsorted(self.residuals, room, side="right") + 0.5) / (len(self.residuals) + 1)
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One plausible (transformed) cost per candidate."""
+        n = len(self.predicted)
+        if self.residuals is None:
+            return self.predicted + self.spread * rng.standard_normal(n)
+        return self.predicted + self.residuals[rng.integers(len(self.residuals), size=n)]
+
+
+@dataclass(frozen=True)
 class _Models:
     """One round's beliefs: each tree's predicted objective per candidate, the measurement
-    noise, and per cost metric (predicted transformed cost, its spread, the transform)."""
+    noise, and per cost metric its belief."""
 
     per_tree: np.ndarray
     noise: float
-    costs: dict[str, tuple[np.ndarray, float, Callable[[float], float]]]
+    costs: dict[str, _CostBelief]
 
 
 def _fit_models(
@@ -236,10 +267,10 @@ def _fit_models(
     return _Models(per_tree, noise, costs)
 
 
-def _known_cost(values: np.ndarray) -> tuple[np.ndarray, float, Callable[[float], float]]:
+def _known_cost(values: np.ndarray) -> _CostBelief:
     """The true costs on `_fit_cost`'s scale with a token spread: the budget's test is exact."""
     transform = _log_scale(values)
-    return transform(values), 1e-6, transform
+    return _CostBelief(transform(values), 1e-6, transform)
 
 
 def _log_scale(values: np.ndarray) -> Callable[[Any], Any]:
@@ -274,10 +305,10 @@ def _pick(
     costs meet the budget."""
     picks: list[int] = []
     for budget in budgets:
-        cost_limits = [(models.costs[c.name], c.limit) for c in budget.constraints]  # (model, limit)
+        cost_limits = [(models.costs[c.name], c.limit) for c in budget.constraints]  # (belief, limit)
         p_ok = np.ones(len(done))
-        for (mu, sd, transform), limit in cost_limits:
-            p_ok *= norm.cdf((transform(limit) - mu) / sd)
+        for cost, limit in cost_limits:
+            p_ok *= cost.p_meets(limit)
         taken: list[int] = []  # groups picked for this budget
         for j in range(per_budget):
             if j == 0:  # exploit: what the ensemble believes on average
@@ -287,8 +318,8 @@ def _pick(
                 tree = models.per_tree[rng.integers(len(models.per_tree))]
                 belief = tree + rng.normal(0.0, models.noise, len(done))
                 ok = p_ok >= EXPLORE_P_OK
-                for (mu, sd, transform), limit in cost_limits:
-                    ok &= mu + sd * rng.standard_normal(len(done)) <= transform(limit)
+                for cost, limit in cost_limits:
+                    ok &= cost.draw(rng) <= cost.transform(limit)
             free = ~done & ~np.isin(space.group_ids, taken)
             free[picks] = False
             # Among equal beliefs (configs of one group score alike) the likelier to meet the budget first.
@@ -318,12 +349,9 @@ def _group_noise(space: LoopSpace, rows: np.ndarray, y: np.ndarray) -> float:
     return max(0.1 * float(q75 - q25), 1e-6)
 
 
-def _fit_cost(
-    features: np.ndarray, rows: np.ndarray, values: np.ndarray, seed: int
-) -> tuple[np.ndarray, float, Callable[[float], float]]:
+def _fit_cost(features: np.ndarray, rows: np.ndarray, values: np.ndarray, seed: int) -> _CostBelief:
     """Predicted cost of every candidate on a log(v + c) scale by the model (of `makers`) with
-    the smallest robust spread of 5-fold CV residuals, that spread, and the transform (for the
-    budget's limit)."""
+    the smallest robust spread of 5-fold CV residuals, with that model's residuals."""
     from sklearn.ensemble import ExtraTreesRegressor
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import KFold
@@ -348,19 +376,20 @@ def _fit_cost(
         predicted = make().fit(x, values[train]).predict(features[test_rows])
         return transform(np.maximum(predicted, 0.0))
 
-    best: tuple[float, str] | None = None
+    best: tuple[float, str, np.ndarray | None] | None = None
     folds = min(5, len(rows))
     for name in makers:
+        misses = None
         if folds < 2:
             spread = 0.1
         else:
             cv = np.empty(len(rows))
             for train, test in KFold(folds, shuffle=True, random_state=seed).split(rows):
                 cv[test] = fit_predict(name, train, rows[test])
-            r = cv - target
-            spread = float(1.4826 * np.median(np.abs(r - np.median(r))))
+            misses = np.sort(target - cv)
+            spread = float(1.4826 * np.median(np.abs(misses - np.median(misses))))
         if best is None or spread < best[0]:
-            best = (spread, name)
+            best = (spread, name, misses)
     assert best is not None
-    everything = np.arange(len(rows))
-    return fit_predict(best[1], everything, np.arange(len(features))), max(best[0], 0.01), transform
+    predicted = fit_predict(best[1], np.arange(len(rows)), np.arange(len(features)))
+    return _CostBelief(predicted, max(best[0], 0.01), transform, best[2])
