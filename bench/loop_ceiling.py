@@ -9,8 +9,12 @@ an arm with a known metric is what that model costs the loop. Last, per budget, 
 cells would answer it within 0.2 and 0.03 points of the exact optimum: where that is one or
 two, the goal asks the loop to measure that very cell.
 
-    .venv/bin/python bench/loop_ceiling.py [--queries 100 300] [--seeds 5]
+    .venv/bin/python bench/loop_ceiling.py [--queries 100 300] [--seeds 5] [--first-seed 0]
         [--columns latency_ms_gold_6226 latency_ms_pixel3] [--arms fitted latency accuracy both]
+
+Each arm's per-seed means (over the columns) are printed too, so that two commits can be
+compared seed by seed: five seeds do not tell two rules apart, paired differences over 10-20
+can.
 """
 
 from __future__ import annotations
@@ -66,26 +70,32 @@ def main() -> None:
     ap.add_argument("--columns", nargs="+", default=list(COLUMNS))
     ap.add_argument("--queries", nargs="+", type=int, default=[100])
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     args = ap.parse_args()
+    if args.seeds < 1 or args.first_seed < 0:
+        bad = f"--seeds {args.seeds} --first-seed {args.first_seed}"
+        ap.error(f"{bad} is not allowed; allowed: --seeds >= 1, --first-seed >= 0")
     console = make_console()
     table = load_table(args.table, [args.accuracy, *args.columns])
     # results[(arm, Q, column)] = per-seed mean regret over the budgets; per_budget: the same per budget
     results: dict[tuple[str, int, str], list[float]] = {}
     per_budget: dict[tuple[str, int, str], np.ndarray] = {}
     t0 = time.perf_counter()
-    total = len(args.arms) * len(args.queries) * len(args.columns) * args.seeds
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    span = f"seeds {seeds[0]}-{seeds[-1]}"
+    total = len(args.arms) * len(args.queries) * len(args.columns) * len(seeds)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("loop runs", total=total)
         for q in args.queries:
             for column in args.columns:
                 for arm in args.arms:
-                    runs = [regrets(table, args.accuracy, column, q, s, ARMS[arm]) for s in range(args.seeds)]
+                    runs = [regrets(table, args.accuracy, column, q, s, ARMS[arm]) for s in seeds]
                     results[(arm, q, column)] = [float(np.mean(r)) for r in runs]
                     per_budget[(arm, q, column)] = np.mean(runs, axis=0)
                     progress.advance(task, args.seeds)
     for q in args.queries:
-        title = f"mean regret (points) at Q = {q}, {args.seeds} seeds: mean ± s.e.; per budget p10 / p25 / p50"
+        title = f"mean regret (points) at Q = {q}, {span}: mean ± s.e.; per budget p10 / p25 / p50"
         out = Table(title=title)
         out.add_column("column")
         for arm in args.arms:
@@ -104,6 +114,8 @@ def main() -> None:
         ]
         out.add_row("all columns", *[cell(v) for v in overall])
         console.print(out)
+        for arm, per_seed in zip(args.arms, overall):
+            console.print(f"Q = {q}, {arm}: per-seed means, {span}: {[round(v, 3) for v in per_seed]}")
     needles = Table(title="cells whose regret would be <= 0.20 / <= 0.03 points (of 15,625), per budget")
     needles.add_column("column")
     for name in ("p10", "p25", "p50"):
