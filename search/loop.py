@@ -301,7 +301,7 @@ def _pick(
 ) -> list[int]:
     """Per budget: the best by the ensemble's mean among unmeasured candidates likely enough
     to meet it (exploit), then one per Thompson draw (explore): a random tree plus noise for the
-    objective, and a draw of each cost from its belief (`_CostBelief.draw`), among candidates whose drawn
+    objective, and one draw of each cost (`_CostBelief.draw`), among candidates whose drawn
     costs meet the budget."""
     picks: list[int] = []
     for budget in budgets:

@@ -79,18 +79,27 @@ def test_effective_ops_drop_edges_that_cannot_reach_the_output():
     assert feats[0, 0] == 0 and feats[0, 1:].sum() == 0  # nothing reaches the output
 
 
+DEVICES = ["latency_ms_gold_6226", "latency_ms_titan_rtx_1", "latency_ms_pixel3", "latency_ms_raspi4"]
+
+
+@functools.cache
+def _hundred_measured(path):
+    """The table with every device column, each cell's op row, 100 cells a loop would have
+    measured (random, seed 0) and the other 15,525."""
+    data = load_table(path, [ACC, *DEVICES])
+    rows = np.stack([data.space.row_of(c) for c in data.archs])
+    seen = np.random.default_rng(0).choice(len(rows), 100, replace=False)
+    return data, rows, seen, np.setdiff1d(np.arange(len(rows)), seen)
+
+
 def test_op_counts_fit_latency_from_a_hundred_cells_better_than_the_per_edge_encoding(shared_data):
     # What the loop's cost model sees: 100 measured cells, a ridge on the latency. The counts as
     # written and as reaching the output generalise to the other 15,525 cells; one column per
     # edge and op cannot from so few (on every device column of the table).
     from sklearn.linear_model import Ridge
 
-    columns = ["latency_ms_gold_6226", "latency_ms_titan_rtx_1", "latency_ms_pixel3", "latency_ms_raspi4"]
-    data = load_table(shared_data / "nb201_accuracy_latency.csv", [ACC, *columns])
-    rows = np.stack([data.space.row_of(c) for c in data.archs])
-    seen = np.random.default_rng(0).choice(len(rows), 100, replace=False)
-    rest = np.setdiff1d(np.arange(len(rows)), seen)
-    for column in columns:
+    data, rows, seen, rest = _hundred_measured(shared_data / "nb201_accuracy_latency.csv")
+    for column in DEVICES:
         latency = data.values[column]
         errors = {}
         for name, features in (("counts", nb201.cost_features(rows)), ("edges", nb201.edge_features(rows))):
@@ -104,12 +113,8 @@ def test_cost_belief_from_its_misses_says_how_often_a_cell_predicted_over_meets_
     # have long tails. From 100 measured cells, among the other cells predicted over a budget,
     # the share that meets it is what the misses' own law says (within 2x); a normal law with
     # the misses' robust spread says far less.
-    columns = ["latency_ms_pixel3", "latency_ms_raspi4"]
-    data = load_table(shared_data / "nb201_accuracy_latency.csv", [ACC, *columns])
-    rows = np.stack([data.space.row_of(c) for c in data.archs])
-    seen = np.random.default_rng(0).choice(len(rows), 100, replace=False)
-    rest = np.setdiff1d(np.arange(len(rows)), seen)
-    for column in columns:
+    data, rows, seen, rest = _hundred_measured(shared_data / "nb201_accuracy_latency.csv")
+    for column in ["latency_ms_pixel3", "latency_ms_raspi4"]:
         latency = data.values[column]
         belief = _fit_cost(nb201.cost_features(rows), seen, latency[seen], seed=0)
         normal = _CostBelief(belief.predicted, belief.spread, belief.transform)
