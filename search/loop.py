@@ -7,12 +7,12 @@ resumed loop never measures a config twice), then each round
 1. fits an ensemble of extra-trees on the measured accuracy (each tree is one plausible
    predictor) and, per cost metric of the budgets, the better (5-fold CV) of a ridge and an
    extra-trees model on the measured cost, with its CV residuals (what it misses by);
-2. per budget, among unmeasured candidates whose cost meets the budget with probability
-   >= 1/4 (the share of those misses that would bring it within), picks the best by the
-   ensemble's mean (exploit), then the best of each Thompson draw (explore): a random tree
-   plus measurement noise for the objective, and for each cost its prediction plus a miss
-   drawn from those seen, which must meet the budget; at most one per group of configs
-   expected to score alike;
+2. per budget, picks the unmeasured candidates (at most one per group of configs expected to
+   score alike) with the largest constrained expected improvement: the chance that the
+   candidate meets the budget (the share of the cost models' misses that would bring it
+   within) times how much it is expected to beat the budget's best measured objective (each
+   tree's prediction plus measurement noise, averaged over the trees, so a candidate the trees
+   disagree on is worth a try);
 3. measures the picks (one call of `measure`, which may refuse past its own query budget).
 
 The answer per budget is the best *measured* config that meets it (`search.result.choose` on
@@ -132,6 +132,17 @@ def best_measured(measurements: Sequence[Measurement], budget: Budget, objective
     return max(ok, key=lambda m: m.values[objective]) if ok else None
 
 
+def _incumbents(measurements: Sequence[Measurement], budgets: Sequence[Budget], objective: str) -> list[float]:
+    """Per budget, the best measured objective that meets it; where none does yet, the lowest
+    measured (any candidate that meets the budget is then a gain)."""
+    floor = min(m.values[objective] for m in measurements)
+    out = []
+    for b in budgets:
+        m = best_measured(measurements, b, objective)
+        out.append(m.values[objective] if m else floor)
+    return out
+
+
 def run_loop(
     space: LoopSpace,
     measure: Measure,
@@ -180,7 +191,8 @@ def run_loop(
     while len(result.measurements) < settings.queries and not done.all():
         round_ += 1
         models = _fit_models(space, result.measurements, index, budgets, settings, objective, round_)
-        picks = _pick(space, models, done, budgets, settings.n_per_budget, rng)
+        incumbents = _incumbents(result.measurements, budgets, objective)
+        picks = _pick(space, models, done, budgets, incumbents, settings.n_per_budget)
         if not picks:
             break
         picks = picks[: settings.queries - len(result.measurements)]
@@ -215,13 +227,6 @@ class _CostBelief:
             return norm.cdf(room / self.spread)
         # The misses' empirical law, kept off 0 and 1 (a miss larger than any seen can happen).
         return (np.searchsorted(self.residuals, room, side="right") + 0.5) / (len(self.residuals) + 1)
-
-    def draw(self, rng: np.random.Generator) -> np.ndarray:
-        """One plausible (transformed) cost per candidate."""
-        n = len(self.predicted)
-        if self.residuals is None:
-            return self.predicted + self.spread * rng.standard_normal(n)
-        return self.predicted + self.residuals[rng.integers(len(self.residuals), size=n)]
 
 
 @dataclass(frozen=True)
@@ -283,12 +288,8 @@ def _log_scale(values: np.ndarray) -> Callable[[Any], Any]:
     return transform
 
 
-# The best-believed pick needs this chance of meeting the budget. Below 1/2 on purpose: a
-# budget's optimum is a cell that runs faster than cells like it, so an unbiased cost model
-# over-predicts it (NAS-Bench-201: 1/2 left most optima out, `bench/README.md#loop_ceilingpy`).
-EXPLOIT_P_OK = 0.25
-# Thompson picks draw the cost too; cells less likely than this to meet the budget are skipped.
-EXPLORE_P_OK = 0.02
+# Candidates less likely than this to meet a budget are not picked for it (unless none is).
+MIN_P_OK = 0.02
 
 
 def _pick(
@@ -296,35 +297,29 @@ def _pick(
     models: _Models,
     done: np.ndarray,
     budgets: Sequence[Budget],
+    incumbents: Sequence[float],
     per_budget: int,
-    rng: np.random.Generator,
 ) -> list[int]:
-    """Per budget: the best by the ensemble's mean among unmeasured candidates likely enough
-    to meet it (exploit), then one per Thompson draw (explore): a random tree plus noise for the
-    objective, and one draw of each cost (`_CostBelief.draw`), among candidates whose drawn
-    costs meet the budget."""
+    """Per budget, the unmeasured candidates (one per group) with the largest constrained
+    expected improvement over `incumbents` (per budget, the best measured objective that meets
+    it): P(meets the budget) x the expected gain. Weighing the chance against the gain is what
+    lets a near-budget cell believed well above the answer (a phone's lucky fast cell, P ~0.1)
+    beat both a sure cell that adds little and a long shot (P ~0.03) believed a little higher
+    (`bench/README.md#loop_ceilingpy`)."""
     picks: list[int] = []
-    for budget in budgets:
-        cost_limits = [(models.costs[c.name], c.limit) for c in budget.constraints]  # (belief, limit)
+    mean = models.per_tree.mean(0)
+    for budget, incumbent in zip(budgets, incumbents):
         p_ok = np.ones(len(done))
-        for cost, limit in cost_limits:
-            p_ok *= cost.p_meets(limit)
+        for c in budget.constraints:
+            p_ok *= models.costs[c.name].p_meets(c.limit)
+        # Among equal values (nothing expected to gain) the better believed first.
+        value = p_ok * _expected_gain(models.per_tree, models.noise, incumbent) + 1e-9 * mean
         taken: list[int] = []  # groups picked for this budget
-        for j in range(per_budget):
-            if j == 0:  # exploit: what the ensemble believes on average
-                belief = models.per_tree.mean(0)
-                ok = p_ok >= EXPLOIT_P_OK
-            else:  # explore: one plausible predictor, the measurement noise, one plausible cost
-                tree = models.per_tree[rng.integers(len(models.per_tree))]
-                belief = tree + rng.normal(0.0, models.noise, len(done))
-                ok = p_ok >= EXPLORE_P_OK
-                for cost, limit in cost_limits:
-                    ok &= cost.draw(rng) <= cost.transform(limit)
+        for _ in range(per_budget):
             free = ~done & ~np.isin(space.group_ids, taken)
             free[picks] = False
-            # Among equal beliefs (configs of one group score alike) the likelier to meet the budget first.
-            score = np.where(ok & free, belief + 1e-6 * p_ok, -np.inf)
-            if not np.isfinite(score).any():  # nothing free predicted within: the likeliest first
+            score = np.where(free & (p_ok >= MIN_P_OK), value, -np.inf)
+            if not np.isfinite(score).any():  # nothing free likely enough: the likeliest first
                 score = np.where(free, p_ok, -np.inf)
             best = int(np.argmax(score))
             if not np.isfinite(score[best]):
@@ -332,6 +327,14 @@ def _pick(
             picks.append(best)
             taken.append(int(space.group_ids[best]))
     return picks
+
+
+def _expected_gain(per_tree: np.ndarray, noise: float, incumbent: float) -> np.ndarray:
+    """Per candidate, E[max(y - incumbent, 0)] for y one tree's prediction plus normal
+    measurement noise, averaged over the trees."""
+    sigma = max(noise, 1e-6)
+    z = (per_tree - incumbent) / sigma
+    return (sigma * (z * norm.cdf(z) + norm.pdf(z))).mean(0)
 
 
 def _group_noise(space: LoopSpace, rows: np.ndarray, y: np.ndarray) -> float:

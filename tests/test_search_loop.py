@@ -129,24 +129,27 @@ def test_cost_belief_from_its_misses_says_how_often_a_cell_predicted_over_meets_
         assert sum(off["misses"]) < 0.5 * sum(off["normal"]), (column, off)
 
 
-def test_picks_take_a_likely_enough_cell_and_draw_its_cost():
-    # Candidates A, B, C, D: A the second most accurate, predicted 5 % over the budget (it meets it
-    # with probability ~0.31); B less accurate and surely within; C the most accurate, surely over;
-    # D (only in the second case) accurate and surely within.
-    def pick(beliefs, latencies, per_budget, seed):
-        n = len(beliefs)
-        models = _Models(np.array([beliefs] * 4), 0.01, {"latency": _CostBelief(np.log(latencies), 0.1, np.log)})
-        space = LoopSpace(list("ABCD"[:n]), list("ABCD"[:n]), np.zeros((n, 1)), np.zeros((n, 1)))
-        budget = [Budget.of("1 ms", latency=1.0)]
-        return _pick(space, models, np.zeros(n, dtype=bool), budget, per_budget, np.random.default_rng(seed))
+def test_picks_weigh_the_chance_of_meeting_the_budget_against_the_gain_over_the_best_measured():
+    # A: believed 95 %, predicted 5 % over the budget (meets it with probability ~0.31); B: 90 %,
+    # surely within; C: 99 %, surely over; D: 96 %, predicted 20 % over (probability ~0.03).
+    beliefs = {"A": 95.0, "B": 90.0, "C": 99.0, "D": 96.0}
+    latencies = {"A": 1.05, "B": 0.8, "C": 2.0, "D": 1.2}
 
-    # The best-believed pick takes A: a budget's optimum runs faster than cells like it, so an
-    # unbiased cost model over-predicts it, and "more likely than not" would skip it.
-    assert pick([95.0, 90.0, 99.0], [1.05, 0.8, 2.0], 1, 0) == [0]
-    # A Thompson pick (after D) draws A's latency: A when the draw meets the budget, else B; never C.
-    explored = [pick([95.0, 90.0, 99.0, 96.0], [1.05, 0.8, 2.0, 0.8], 2, seed)[1] for seed in range(300)]
-    assert set(explored) == {0, 1}
-    assert 0.2 < explored.count(0) / len(explored) < 0.45
+    def pick(names: str, incumbent: float, per_budget: int = 1) -> str:
+        n = len(names)
+        cost = _CostBelief(np.log([latencies[c] for c in names]), 0.1, np.log)
+        models = _Models(np.array([[beliefs[c] for c in names]] * 4), 0.01, {"latency": cost})
+        space = LoopSpace(list(names), list(names), np.zeros((n, 1)), np.zeros((n, 1)))
+        budget = [Budget.of("1 ms", latency=1.0)]
+        return "".join(names[i] for i in _pick(space, models, np.zeros(n, dtype=bool), budget, [incumbent], per_budget))
+
+    # Far below both, B's sure 10 points beat A's 0.31 x 15; near B, A's chance is worth more.
+    assert pick("ABC", 80.0) == "B"
+    assert pick("ABC", 89.0) == "A"
+    # C (P ~1e-12) is never taken while anything likelier is free.
+    assert pick("ABC", 89.0, per_budget=2) == "AB"
+    # D, believed a point above A but ten times less likely to meet the budget, comes after A.
+    assert pick("ABD", 93.0, per_budget=2) == "AD"
 
 
 def test_loop_measures_only_what_it_pays_for_and_answers_with_measured_cells(table):
