@@ -157,7 +157,6 @@ def run_loop(
     objective and every metric the budgets limit."""
     if not budgets:
         raise ValueError("the measurement loop needs at least one budget")
-    rng = np.random.default_rng(settings.seed)
     index = {k: i for i, k in enumerate(space.keys)}
     result = LoopResult(list(prior))
     done = np.zeros(len(space.candidates), dtype=bool)
@@ -181,10 +180,9 @@ def run_loop(
         return best
 
     n_random = min(settings.n_initial, settings.queries) - len(result.measurements)
-    first: list[int] = []
-    if n_random > 0:
-        free = np.flatnonzero(~done)
-        first = [int(i) for i in rng.choice(free, min(n_random, len(free)), replace=False)]
+    free = np.flatnonzero(~done)
+    first = [int(i) for i in np.random.default_rng(settings.seed).choice(free, min(max(n_random, 0), len(free)), False)]
+    if first:
         take(first, 0)
     best = report(0, len(first))  # round 0: the random start and the prior measurements
     round_ = stale = 0
