@@ -46,7 +46,7 @@ class LoopSettings:
     initial: int | None = None
     per_budget: int | None = None
     seed: int = 0
-    trees: int = 64
+    trees: int = 128  # the ensemble; expected improvement rests on its tails (64: Q = 300 regret 0.077 against 0.038)
     noise: float | None = None  # the objective's measurement noise; None: estimated within groups
     patience: int | None = None  # stop after this many rounds in which no budget's best improved
 
