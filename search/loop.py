@@ -132,15 +132,10 @@ def best_measured(measurements: Sequence[Measurement], budget: Budget, objective
     return max(ok, key=lambda m: m.values[objective]) if ok else None
 
 
-def _incumbents(measurements: Sequence[Measurement], budgets: Sequence[Budget], objective: str) -> list[float]:
-    """Per budget, the best measured objective that meets it; where none does yet, the lowest
-    measured (any candidate that meets the budget is then a gain)."""
-    floor = min(m.values[objective] for m in measurements)
-    out = []
-    for b in budgets:
-        m = best_measured(measurements, b, objective)
-        out.append(m.values[objective] if m else floor)
-    return out
+def _incumbents(best: Mapping[str, tuple[str, float] | None], budgets: Sequence[Budget], floor: float) -> list[float]:
+    """Per budget, its best measured objective (`best`, the round's report); where nothing
+    measured meets it yet, `floor`, the lowest measured (any candidate that meets it is a gain)."""
+    return [entry[1] if (entry := best[b.name]) else floor for b in budgets]
 
 
 def run_loop(
@@ -179,9 +174,9 @@ def run_loop(
             on_round(RoundReport(round_, len(result.measurements), picked, best))
         return best
 
-    n_random = min(settings.n_initial, settings.queries) - len(result.measurements)
+    n_random = max(0, min(settings.n_initial, settings.queries) - len(result.measurements))
     free = np.flatnonzero(~done)
-    first = [int(i) for i in np.random.default_rng(settings.seed).choice(free, min(max(n_random, 0), len(free)), False)]
+    first = [int(i) for i in np.random.default_rng(settings.seed).choice(free, min(n_random, len(free)), replace=False)]
     if first:
         take(first, 0)
     best = report(0, len(first))  # round 0: the random start and the prior measurements
@@ -189,7 +184,7 @@ def run_loop(
     while len(result.measurements) < settings.queries and not done.all():
         round_ += 1
         models = _fit_models(space, result.measurements, index, budgets, settings, objective, round_)
-        incumbents = _incumbents(result.measurements, budgets, objective)
+        incumbents = _incumbents(best, budgets, min(m.values[objective] for m in result.measurements))
         picks = _pick(space, models, done, budgets, incumbents, settings.n_per_budget)
         if not picks:
             break
