@@ -100,7 +100,7 @@ def import_stage(cfg: DictConfig, source: Path, folder: Path) -> Stage:
         return {"supernet": str(out), "source": str(source), "sha256": config["supernet_file"]["sha256"],
                 "space": space.name, "trained": False}  # fmt: skip
 
-    return Stage("train", config, run)
+    return Stage("train", config, run, code=("ofa",))
 
 
 def train_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
@@ -113,7 +113,7 @@ def train_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
         return {"supernet": str(folder / "supernet.safetensors"), "metrics": result.metrics,
                 "global_step": result.global_step}  # fmt: skip
 
-    return Stage("train", _plain(cfg, TRAIN_KEYS), run)
+    return Stage("train", _plain(cfg, TRAIN_KEYS), run, code=("ofa", "app.train"))
 
 
 def eval_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
@@ -134,7 +134,7 @@ def eval_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
 
     # With supernet_file set, the train stage's digest does not cover the data: this one does.
     config = {**settings, "data": _plain(cfg.data)} if cfg.get("supernet_file") else settings
-    return Stage("eval", config, run, needs=("train",))
+    return Stage("eval", config, run, needs=("train",), code=("ofa",))
 
 
 def profile_overrides(cfg: DictConfig, space: MBV3Space) -> dict[str, Any]:
@@ -189,7 +189,7 @@ def profile_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
         return {"table": str(report.output), "n": report.total, "device": profile.name,
                 "budgets_latency_ms": list(profile.budgets.latency_ms)}  # fmt: skip
 
-    return Stage("profile", config, run)
+    return Stage("profile", config, run, code=("ofa", "predictors"))
 
 
 def fit_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
@@ -217,7 +217,7 @@ def fit_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
                        settings["accuracy_model"])  # fmt: skip
         return {"latency_ms": latency, "acc": accuracy}
 
-    return Stage("fit", settings, run, needs=("eval", "profile"))
+    return Stage("fit", settings, run, needs=("eval", "profile"), code=("predictors", "app.fit"))
 
 
 def budgets_from_profiled(table: Path, quantiles: list[float]) -> list[float]:
@@ -276,7 +276,8 @@ def search_stage(cfg: DictConfig, runner: StageRunner) -> Stage:
         return {"report": str(folder / "report.json"), "pareto": str(folder / "pareto.png"),
                 "evaluations": outcome.n_evaluations, "budgets_latency_ms": budgets}  # fmt: skip
 
-    return Stage("search", settings, run, needs=("train", "eval", "fit"))
+    # The search stage's code reaches across the app (loop, measurement, report): all of it.
+    return Stage("search", settings, run, needs=("train", "eval", "fit"), code=("search", "predictors", "ofa", "app"))
 
 
 def predictor_table(fit_summary: dict[str, Any]) -> Table:

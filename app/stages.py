@@ -1,14 +1,18 @@
 """Cached pipeline stages: a stage reruns only when what it depends on changed.
 
 Each stage works in `<run_dir>/<stage>/` and records `stage.json` there: a digest of its own
-config and of the digests of the stages it reads, whether it completed, and a summary. A
-stage whose digest matches a completed record is skipped; one that was interrupted runs again
-in its folder (the commands it wraps resume); one whose digest changed starts afresh.
+config, of the source of the code it runs and of the digests of the stages it reads, whether it
+completed, and a summary. A stage whose digest matches a completed record is skipped; one that
+was interrupted runs again in its folder (the commands it wraps resume); one whose digest
+changed starts afresh. The code is part of the digest so that an upgraded tool never reuses
+what an older version computed in the same run folder.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import json
 import shutil
 import time
@@ -24,9 +28,34 @@ from ofa.io import atomic_write_json
 MARKER = "stage.json"
 
 
-def digest_of(config: Any, upstream: Sequence[str] = ()) -> str:
-    text = json.dumps({"config": config, "upstream": list(upstream)}, sort_keys=True, default=str)
+# The files of a package that make up its code: Python and the C sources of compiled kernels.
+SOURCE_SUFFIXES = (".py", ".c", ".cpp", ".cu", ".h")
+
+
+def digest_of(config: Any, upstream: Sequence[str] = (), code: str = "") -> str:
+    text = json.dumps({"config": config, "upstream": list(upstream), "code": code}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def code_fingerprint(modules: tuple[str, ...]) -> str:
+    """A digest of the source files of the named packages and modules, found where Python
+    imports them from (an installed or an editable copy alike)."""
+    digest = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            raise RuntimeError(f"stage code {name!r} is not importable")
+        if spec.submodule_search_locations:  # a package: every source file under it
+            roots = [Path(p) for p in spec.submodule_search_locations]
+            files = sorted(f for r in roots for f in r.rglob("*") if f.suffix in SOURCE_SUFFIXES)
+            base = roots[0]
+        else:
+            files, base = [Path(str(spec.origin))], Path(str(spec.origin)).parent
+        for f in files:
+            digest.update(f"{name}:{f.relative_to(base).as_posix()}\0".encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -35,6 +64,7 @@ class Stage:
     config: Mapping[str, Any]  # everything the stage's result depends on, besides its inputs
     run: Callable[[Path], dict[str, Any]]  # does the work in the given folder, returns a summary
     needs: Sequence[str] = ()  # stages whose outputs it reads
+    code: Sequence[str] = ()  # packages and modules whose source its result depends on
 
 
 @dataclass
@@ -51,7 +81,8 @@ class StageRunner:
         missing = [n for n in stage.needs if n not in self.digests]
         if missing:
             raise RuntimeError(f"stage {stage.name} needs {', '.join(missing)} to run first")
-        digest = digest_of(stage.config, [self.digests[n] for n in stage.needs])
+        code = code_fingerprint(tuple(stage.code)) if stage.code else ""
+        digest = digest_of(stage.config, [self.digests[n] for n in stage.needs], code)
         folder = self.folder(stage.name)
         marker = folder / MARKER
         record = json.loads(marker.read_text()) if marker.is_file() else None
@@ -61,7 +92,9 @@ class StageRunner:
             self.timings[stage.name] = 0.0
             return record["summary"]
         if record and record.get("digest") != digest:
-            self.console.print(f"stage {stage.name}: inputs changed, rerunning from scratch")
+            self.console.print(
+                f"stage {stage.name}: inputs changed (config, stages read or code), rerunning from scratch"
+            )
             shutil.rmtree(folder)
         elif record:
             self.console.print(f"stage {stage.name}: resuming an interrupted run")
