@@ -9,8 +9,13 @@ an arm with a known metric is what that model costs the loop. Last, per budget, 
 cells would answer it within 0.2 and 0.03 points of the exact optimum: where that is one or
 two, the goal asks the loop to measure that very cell.
 
+The `class` arm tells the loop, instead of each cell's accuracy, the mean accuracy of the cells
+that compute the same function (and the training noise within them): a model without error
+at that level, blind to which cell of a class trained luckily. What separates it from the
+fitted arm is the model's error; what separates it from `accuracy` is the table's noise.
+
     .venv/bin/python bench/loop_ceiling.py [--queries 100 300] [--seeds 5] [--first-seed 0]
-        [--columns latency_ms_gold_6226 latency_ms_pixel3] [--arms fitted latency accuracy both]
+        [--columns latency_ms_gold_6226 latency_ms_pixel3] [--arms fitted latency accuracy both class]
 
 Each arm's per-seed means (over the columns) are printed too, so that two commits can be
 compared seed by seed: five seeds do not tell two rules apart, paired differences over 10-20
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +35,45 @@ from rich.progress import Progress
 from rich.table import Table
 
 from app.shell import make_console
-from search.benchmarks.table import TableOracle, load_table, loop_search, percentile_budgets, score
+from search import nb201
+from search.benchmarks.table import ArchTable, TableOracle, load_table, loop_search, percentile_budgets, score
 from search.loop import LoopSettings
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_accuracy_latency.csv"
 COLUMNS = ("latency_ms_gold_6226", "latency_ms_titan_rtx_1", "latency_ms_pixel3", "latency_ms_raspi4")
-ARMS = {"fitted": (), "latency": ("latency",), "accuracy": ("accuracy",), "both": ("accuracy", "latency")}
+# arm -> the metrics the loop is told. "class": told each cell's class mean accuracy (below).
+ARMS = {
+    "fitted": (),
+    "latency": ("latency",),
+    "accuracy": ("accuracy",),
+    "both": ("accuracy", "latency"),
+    "class": ("accuracy",),
+}
 
 
-def regrets(table, accuracy: str, column: str, queries: int, seed: int, reveal: tuple[str, ...]) -> list[float]:
-    """Regret per budget of one loop run."""
+def class_means(table: ArchTable, accuracy: str) -> tuple[ArchTable, float]:
+    """The table with each cell's accuracy replaced by the mean over the cells that compute the
+    same function (`nb201.function_keys`), and the pooled standard deviation within those
+    classes (the training noise). Told these, the loop has a model without error at the level
+    of what a cell computes, blind to which cell of a class trained luckily."""
+    rows = np.stack([table.space.row_of(c) for c in table.archs])
+    keys = np.unique(nb201.function_keys(rows), return_inverse=True)[1]
+    acc = table.values[accuracy]
+    means = np.bincount(keys, acc) / np.bincount(keys)
+    dof = len(acc) - keys.max() - 1
+    noise = float(np.sqrt(np.sum((acc - means[keys]) ** 2) / dof))
+    return replace(table, values={**table.values, accuracy: means[keys]}), noise
+
+
+def regrets(table: ArchTable, accuracy: str, column: str, queries: int, seed: int, arm: str) -> list[float]:
+    """Regret per budget of one loop run. The oracle always reveals the table's own values."""
     budgets = percentile_budgets(table.values[column], (10, 25, 50))
     oracle = TableOracle(table, accuracy, column, queries)
-    result = loop_search(table, oracle, budgets, LoopSettings(queries, seed=seed), reveal=reveal)
+    told, settings = table, LoopSettings(queries, seed=seed)
+    if arm == "class":
+        told, noise = class_means(table, accuracy)
+        settings = LoopSettings(queries, seed=seed, noise=noise)
+    result = loop_search(told, oracle, budgets, settings, reveal=ARMS[arm])
     return [b.regret for b in score(table, accuracy, column, result, budgets).budgets]
 
 
@@ -90,7 +122,7 @@ def main() -> None:
         for q in args.queries:
             for column in args.columns:
                 for arm in args.arms:
-                    runs = [regrets(table, args.accuracy, column, q, s, ARMS[arm]) for s in seeds]
+                    runs = [regrets(table, args.accuracy, column, q, s, arm) for s in seeds]
                     results[(arm, q, column)] = [float(np.mean(r)) for r in runs]
                     per_budget[(arm, q, column)] = np.mean(runs, axis=0)
                     progress.advance(task, args.seeds)
@@ -99,7 +131,7 @@ def main() -> None:
         out = Table(title=title)
         out.add_column("column")
         for arm in args.arms:
-            out.add_column(arm if arm == "fitted" else f"{arm} known", justify="right")
+            out.add_column({"fitted": arm, "class": "class means known"}.get(arm, f"{arm} known"), justify="right")
         for column in args.columns:
             out.add_row(
                 column,

@@ -75,9 +75,9 @@ class LoopSpace:
     accuracy_features: np.ndarray  # one row per candidate
     cost_features: np.ndarray
     groups: Sequence[Hashable] | None = None  # candidates expected to score alike share a group
-    # A diagnostic: true values of some metrics (one per candidate) that the loop believes instead
-    # of fitting a model. It still measures (and pays for) every answer. `bench/loop_ceiling.py`
-    # uses it to show how far a perfect cost or accuracy model would take the loop.
+    # A diagnostic: values of some metrics (one per candidate: the truth, or a class's mean) that
+    # the loop believes instead of fitting a model. It still measures (and pays for) every
+    # answer. `bench/loop_ceiling.py` uses it to show how far a perfect model would take the loop.
     known: Mapping[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
@@ -248,9 +248,9 @@ def _fit_models(
     rows = np.array([index[m.key] for m in known])
     y = np.array([m.values[objective] for m in known])
     truth = space.known or {}
-    if objective in truth:  # a diagnostic ceiling: one "tree", the true values, a token noise
+    if objective in truth:  # a diagnostic: one "tree", the told values, a token noise unless set
         per_tree = np.asarray(truth[objective], dtype=float)[None, :]
-        noise = 1e-3 * float(np.ptp(per_tree)) + 1e-9
+        noise = settings.noise if settings.noise is not None else 1e-3 * float(np.ptp(per_tree)) + 1e-9
     else:
         trees = ExtraTreesRegressor(
             n_estimators=settings.trees, max_features=0.5, bootstrap=True, random_state=settings.seed * 1000 + round_

@@ -102,6 +102,33 @@ def edge_features(rows: np.ndarray) -> np.ndarray:
     return np.hstack([one_hot(np.asarray(rows)), one_hot(eff), live_counts(eff)])
 
 
+_OP_NAME = {SKIP: "skip", CONV1: "conv1x1", CONV3: "conv3x3", POOL: "pool"}
+
+
+def function_keys(rows: np.ndarray) -> list[str]:
+    """One key per cell naming the function it computes, so that cells written differently
+    (dead edges, nodes 1 and 2 swapped, a conv reached through a skip) share it. Each live conv
+    or pool is named by its op and what it reads; the key lists what reaches the output and
+    every live op, so one conv read twice differs from two convs. `conv3x3(x)` has 460 cells.
+    Used by `bench/loop_ceiling.py` to tell the loop each class's mean accuracy."""
+    out = []
+    for eff in effective_ops(rows):
+        value: dict[int, list[str]] = {0: ["x"]}  # per node: the names of what is summed there
+        named: dict[int, str] = {}  # per live op edge: its name
+        for j in (1, 2, 3):
+            value[j] = []
+            for i, (to, frm) in enumerate(NB201_EDGES):
+                if to != j or eff[i] == NONE or not value[frm]:
+                    continue
+                if eff[i] == SKIP:
+                    value[j].extend(value[frm])
+                else:
+                    named[i] = f"{_OP_NAME[int(eff[i])]}({' + '.join(sorted(value[frm]))})"
+                    value[j].append(named[i])
+        out.append(" + ".join(sorted(value[3])) + " | " + ", ".join(sorted(named.values())))
+    return out
+
+
 def groups(rows: np.ndarray) -> list[bytes]:
     """One id per cell; cells with the same effective ops share it."""
     return [r.tobytes() for r in effective_ops(rows).astype(np.int8)]

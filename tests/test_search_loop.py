@@ -79,6 +79,35 @@ def test_effective_ops_drop_edges_that_cannot_reach_the_output():
     assert feats[0, 0] == 0 and feats[0, 1:].sum() == 0  # nothing reaches the output
 
 
+def test_function_keys_join_cells_that_compute_the_same_function_and_only_those():
+    space = NB201Genes()
+
+    def key(cell: str) -> str:
+        return nb201.function_keys(space.row_of(cell)[None])[0]
+
+    # one 3x3 conv of the input: on the direct edge, through node 1 or node 2 and a skip, or
+    # with dead edges besides
+    conv = [
+        "|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|",
+        "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|",
+        "|none~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|skip_connect~2|",
+        "|skip_connect~0|+|none~0|none~1|+|none~0|nor_conv_3x3~1|none~2|",
+        "|none~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|nor_conv_3x3~0|nor_conv_1x1~1|none~2|",
+    ]
+    assert len({key(c) for c in conv}) == 1
+    # nodes 1 and 2 swapped (no edge between them): the same function
+    a = "|nor_conv_1x1~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|"
+    b = "|nor_conv_3x3~0|+|nor_conv_1x1~0|none~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|"
+    assert key(a) == key(b)
+    # the same sum written as text, but node 1's conv read twice against two convs: different
+    shared = "|nor_conv_1x1~0|+|none~0|avg_pool_3x3~1|+|none~0|skip_connect~1|skip_connect~2|"
+    separate = "|nor_conv_1x1~0|+|none~0|avg_pool_3x3~1|+|nor_conv_1x1~0|none~1|skip_connect~2|"
+    assert key(shared) != key(separate)
+    # a different op or wiring: different
+    assert key(conv[0]) != key("|none~0|+|none~0|none~1|+|nor_conv_1x1~0|none~1|none~2|")
+    assert key(a) != key("|nor_conv_1x1~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|")
+
+
 DEVICES = ["latency_ms_gold_6226", "latency_ms_titan_rtx_1", "latency_ms_pixel3", "latency_ms_raspi4"]
 
 
