@@ -4,8 +4,9 @@ An edge whose source no live path reaches, or whose target reaches no output, co
 nothing that matters; `effective_ops` sets such edges to `none`. Cells with the same
 effective ops compute the same function (the table's accuracies still differ between them by
 training noise) and form one group. Accuracy features describe the effective cell: its ops
-one-hot, the ops along each input-to-output path (path encoding) and counts of live
-operations (params and FLOPs of a cell are a fixed mix of its conv counts). Cost features
+one-hot, the ops along each input-to-output path (path encoding), counts of live
+operations (params and FLOPs of a cell are a fixed mix of its conv counts) and a summary of
+the live paths with skips contracted (`path_summary`). Cost features
 count each op as written (x86 CPUs and GPUs run every edge, dead or not) and on the edges that
 reach the output (a mobile runtime prunes the rest): ten numbers that a linear model fits with
 a fraction of the measurements a per-edge encoding needs.
@@ -83,9 +84,30 @@ def live_counts(effective: np.ndarray) -> np.ndarray:
     return np.column_stack([reached, counts, depth, paths, flops]).astype(float)
 
 
+def path_summary(effective: np.ndarray) -> np.ndarray:
+    """Per cell, its live input-to-output paths as the function sees them (skips contracted):
+    whether the input itself reaches the output (a residual), how many paths hold 0 / 1 / 2 / 3
+    convs, how many hold a pool, and the fewest convs on a live path (-1: none live). Cells that
+    compute alike but are written differently (nodes swapped, a conv reached through a skip)
+    get the same summary, so what the trees learn of one carries to the others."""
+    out = np.zeros((len(effective), 7))
+    shallowest = np.full(len(effective), np.inf)
+    for path in PATHS:
+        ops = effective[:, [_EDGE[e] for e in path]]
+        alive = (ops != NONE).all(1)
+        convs = np.isin(ops, (CONV1, CONV3)).sum(1)
+        out[:, 0] = np.maximum(out[:, 0], alive & (ops == SKIP).all(1))
+        for k in range(4):
+            out[:, 1 + k] += alive & (convs == k)
+        out[:, 5] += alive & (ops == POOL).any(1)
+        shallowest = np.where(alive, np.minimum(shallowest, convs), shallowest)
+    out[:, 6] = np.where(np.isfinite(shallowest), shallowest, -1)
+    return out
+
+
 def accuracy_features(rows: np.ndarray) -> np.ndarray:
     eff = effective_ops(rows)
-    return np.hstack([one_hot(eff), path_encoding(eff), live_counts(eff)])
+    return np.hstack([one_hot(eff), path_encoding(eff), live_counts(eff), path_summary(eff)])
 
 
 def cost_features(rows: np.ndarray) -> np.ndarray:

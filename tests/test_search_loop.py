@@ -108,6 +108,25 @@ def test_function_keys_join_cells_that_compute_the_same_function_and_only_those(
     assert key(a) != key("|nor_conv_1x1~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|")
 
 
+def test_path_summary_sees_through_skips_and_node_order():
+    space = NB201Genes()
+
+    def summary(cell: str) -> list[float]:
+        return nb201.path_summary(nb201.effective_ops(space.row_of(cell)[None]))[0].tolist()
+
+    direct = "|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|"
+    through_skip = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|"
+    # one live path holding one conv; no residual; no pool; the shallowest path has one conv
+    assert summary(direct) == summary(through_skip) == [0, 0, 1, 0, 0, 0, 1]
+    residual = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
+    # x + conv(conv(x)): the identity path, and a path of two convs
+    assert summary(residual) == [1, 1, 0, 1, 0, 0, 0]
+    a = "|nor_conv_1x1~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|"
+    b = "|nor_conv_3x3~0|+|nor_conv_1x1~0|none~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|"
+    assert summary(a) == summary(b)
+    assert summary("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|") == [0, 0, 0, 0, 0, 0, -1]
+
+
 DEVICES = ["latency_ms_gold_6226", "latency_ms_titan_rtx_1", "latency_ms_pixel3", "latency_ms_raspi4"]
 
 
