@@ -37,25 +37,33 @@ def digest_of(config: Any, upstream: Sequence[str] = (), code: str = "") -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def code_fingerprint(modules: Sequence[str]) -> str:
+    """A digest of the source files of the named packages and modules."""
+    return hashlib.sha256("".join(_source_digest(m) for m in modules).encode()).hexdigest()[:16]
+
+
 @functools.cache
-def code_fingerprint(modules: tuple[str, ...]) -> str:
-    """A digest of the source files of the named packages and modules, found where Python
-    imports them from (an installed or an editable copy alike)."""
+def _source_digest(name: str) -> str:
+    """One package's or module's source files, found where Python imports them from (an
+    installed or an editable copy alike); cached, as every stage names `ofa` or `app`."""
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        raise RuntimeError(f"stage code {name!r} is not importable")
+    if spec.submodule_search_locations:  # a package: every source file under it
+        files = sorted(
+            (f.relative_to(root).as_posix(), f)
+            for root in map(Path, spec.submodule_search_locations)
+            for f in root.rglob("*")
+            if f.suffix in SOURCE_SUFFIXES
+        )
+    else:
+        origin = Path(str(spec.origin))
+        files = [(origin.name, origin)]
     digest = hashlib.sha256()
-    for name in modules:
-        spec = importlib.util.find_spec(name)
-        if spec is None:
-            raise RuntimeError(f"stage code {name!r} is not importable")
-        if spec.submodule_search_locations:  # a package: every source file under it
-            roots = [Path(p) for p in spec.submodule_search_locations]
-            files = sorted(f for r in roots for f in r.rglob("*") if f.suffix in SOURCE_SUFFIXES)
-            base = roots[0]
-        else:
-            files, base = [Path(str(spec.origin))], Path(str(spec.origin)).parent
-        for f in files:
-            digest.update(f"{name}:{f.relative_to(base).as_posix()}\0".encode())
-            digest.update(f.read_bytes())
-    return digest.hexdigest()[:16]
+    for relative, f in files:
+        digest.update(f"{name}:{relative}\0".encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -81,7 +89,7 @@ class StageRunner:
         missing = [n for n in stage.needs if n not in self.digests]
         if missing:
             raise RuntimeError(f"stage {stage.name} needs {', '.join(missing)} to run first")
-        code = code_fingerprint(tuple(stage.code)) if stage.code else ""
+        code = code_fingerprint(stage.code) if stage.code else ""
         digest = digest_of(stage.config, [self.digests[n] for n in stage.needs], code)
         folder = self.folder(stage.name)
         marker = folder / MARKER

@@ -67,14 +67,15 @@ def class_means(table: ArchTable, accuracy: str) -> tuple[ArchTable, float]:
     return replace(table, values={**table.values, accuracy: means[keys]}), noise
 
 
-def regrets(table: ArchTable, accuracy: str, column: str, queries: int, seed: int, arm: str) -> list[float]:
-    """Regret per budget of one loop run. The oracle always reveals the table's own values."""
+def regrets(
+    table: ArchTable, accuracy: str, column: str, queries: int, seed: int, arm: str, classes: tuple[ArchTable, float]
+) -> list[float]:
+    """Regret per budget of one loop run; `classes`: `class_means(table, accuracy)`, what the
+    class arm is told. The oracle always reveals the table's own values."""
     budgets = percentile_budgets(table.values[column], (10, 25, 50))
     oracle = TableOracle(table, accuracy, column, queries)
-    told, settings = table, LoopSettings(queries, seed=seed)
-    if arm == "class":
-        told, noise = class_means(table, accuracy)
-        settings = LoopSettings(queries, seed=seed, noise=noise)
+    told, noise = classes if arm == "class" else (table, None)
+    settings = LoopSettings(queries, seed=seed, noise=noise)
     result = loop_search(told, oracle, budgets, settings, reveal=ARMS[arm])
     return [b.regret for b in score(table, accuracy, column, result, budgets).budgets]
 
@@ -112,6 +113,7 @@ def main() -> None:
         ap.error(f"{bad} is not allowed; allowed: --seeds >= 1, --first-seed >= 0")
     console = make_console()
     table = load_table(args.table, [args.accuracy, *args.columns])
+    classes = class_means(table, args.accuracy)  # what the class arm is told, computed once
     # results[(arm, Q, column)] = per-seed mean regret over the budgets; per_budget: the same per budget
     results: dict[tuple[str, int, str], list[float]] = {}
     per_budget: dict[tuple[str, int, str], np.ndarray] = {}
@@ -124,7 +126,7 @@ def main() -> None:
         for q in args.queries:
             for column in args.columns:
                 for arm in args.arms:
-                    runs = [regrets(table, args.accuracy, column, q, s, arm) for s in seeds]
+                    runs = [regrets(table, args.accuracy, column, q, s, arm, classes) for s in seeds]
                     results[(arm, q, column)] = [float(np.mean(r)) for r in runs]
                     per_budget[(arm, q, column)] = np.mean(runs, axis=0)
                     progress.advance(task, args.seeds)

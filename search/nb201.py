@@ -140,7 +140,7 @@ def function_keys(rows: np.ndarray) -> list[str]:
         for j in (1, 2, 3):
             value[j] = []
             for i, (to, frm) in enumerate(NB201_EDGES):
-                if to != j or eff[i] == NONE or not value[frm]:
+                if to != j or eff[i] == NONE:  # effective ops: a live edge's source is reached
                     continue
                 if eff[i] == SKIP:
                     value[j].extend(value[frm])

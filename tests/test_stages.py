@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 
 from app.shell import make_console
-from app.stages import Stage, StageRunner, code_fingerprint
+from app.stages import Stage, StageRunner, _source_digest
 
 
 def write_package(root: Path, name: str, body: str) -> None:
@@ -40,7 +40,7 @@ def test_a_stage_reruns_when_its_code_changes_and_so_do_the_stages_that_read_it(
         ]
 
     def run_all() -> None:
-        code_fingerprint.cache_clear()  # a new process in real use
+        _source_digest.cache_clear()  # a new process in real use
         runner = StageRunner(tmp_path / "run", make_console())
         for stage in stages():
             runner.run(stage)
