@@ -6,7 +6,8 @@ resumed loop never measures a config twice), then each round
 
 1. fits an ensemble of extra-trees on the measured accuracy (each tree is one plausible
    predictor) and, per cost metric of the budgets, the better (5-fold CV) of a ridge and an
-   extra-trees model on the measured cost, with its CV residuals (what it misses by);
+   extra-trees model on the measured cost, with its CV residuals (what it misses by;
+   `search.cost_belief`);
 2. per budget, picks the unmeasured candidates (at most one per group of configs expected to
    score alike) with the largest constrained expected improvement: the chance that the
    candidate meets the budget (the share of the cost models' misses that would bring it
@@ -30,8 +31,8 @@ from typing import Any
 
 import numpy as np
 from scipy.special import ndtr
-from scipy.stats import norm
 
+from search.cost_belief import CostBelief, fit_cost, known_cost
 from search.objectives import Budget
 
 Measure = Callable[[list[Any]], list[dict[str, float]]]
@@ -201,36 +202,13 @@ def run_loop(
 
 
 @dataclass(frozen=True)
-class _CostBelief:
-    """One cost metric's belief on a transformed scale: the predicted cost of every candidate
-    and what the model misses by. `residuals` (sorted truth - prediction, out of fold): the
-    misses themselves, so a cell predicted over a limit meets it as often as the model missed
-    by that much. A normal law with the robust spread of those misses hides their tails (phones
-    run some cells of one kind a quarter faster than the rest, `bench/README.md#loop_ceilingpy`).
-    None: a normal law with `spread` (too few measurements, or true costs)."""
-
-    predicted: np.ndarray
-    spread: float
-    transform: Callable[[Any], Any]
-    residuals: np.ndarray | None = None
-
-    def p_meets(self, limit: float) -> np.ndarray:
-        """Per candidate, the chance that its cost is at most `limit`."""
-        room = self.transform(limit) - self.predicted
-        if self.residuals is None:
-            return norm.cdf(room / self.spread)
-        # The misses' empirical law, kept off 0 and 1 (a miss larger than any seen can happen).
-        return (np.searchsorted(self.residuals, room, side="right") + 0.5) / (len(self.residuals) + 1)
-
-
-@dataclass(frozen=True)
 class _Models:
     """One round's beliefs: each tree's predicted objective per candidate, the measurement
     noise, and per cost metric its belief."""
 
     per_tree: np.ndarray
     noise: float
-    costs: dict[str, _CostBelief]
+    costs: dict[str, CostBelief]
 
 
 def _fit_models(
@@ -260,28 +238,12 @@ def _fit_models(
         per_tree = np.stack([t.predict(x, check_input=False) for t in trees.estimators_])
         noise = settings.noise if settings.noise is not None else _group_noise(space, rows, y)
     costs = {
-        name: _known_cost(truth[name])
+        name: known_cost(truth[name])
         if name in truth
-        else _fit_cost(space.cost_features, rows, np.array([m.values[name] for m in known]), settings.seed)
+        else fit_cost(space.cost_features, rows, np.array([m.values[name] for m in known]), settings.seed)
         for name in sorted({c.name for b in budgets for c in b.constraints})
     }
     return _Models(per_tree, noise, costs)
-
-
-def _known_cost(values: np.ndarray) -> _CostBelief:
-    """The true costs on `_fit_cost`'s scale with a token spread: the budget's test is exact."""
-    transform = _log_scale(values)
-    return _CostBelief(transform(values), 1e-6, transform)
-
-
-def _log_scale(values: np.ndarray) -> Callable[[Any], Any]:
-    """log(v + c), c a tenth of the median: near-zero costs (pruned cells) stay finite."""
-    offset = 0.1 * float(np.median(values)) + 1e-12
-
-    def transform(v: Any) -> Any:
-        return np.log(np.asarray(v, dtype=float) + offset)
-
-    return transform
 
 
 # Candidates less likely than this to meet a budget are not picked for it (unless none is).
@@ -350,49 +312,3 @@ def _group_noise(space: LoopSpace, rows: np.ndarray, y: np.ndarray) -> float:
             return max(float(np.sqrt(ss / dof)), 1e-6)
     q75, q25 = np.percentile(y, [75, 25])
     return max(0.1 * float(q75 - q25), 1e-6)
-
-
-def _fit_cost(features: np.ndarray, rows: np.ndarray, values: np.ndarray, seed: int) -> _CostBelief:
-    """Predicted cost of every candidate on a log(v + c) scale by the model (of `makers`) with
-    the smallest robust spread of 5-fold CV residuals, with that model's residuals."""
-    from sklearn.ensemble import ExtraTreesRegressor
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import KFold
-
-    transform = _log_scale(values)
-    target = transform(values)
-    # (model, fitted on the cost itself rather than its log): latency is close to a sum of
-    # per-op costs, which a linear model on the cost itself fits best (NAS-Bench-201 phones:
-    # median error 10 % against 25 % on the log); trees capture what does not add up.
-    makers = {
-        "ridge": (lambda: Ridge(alpha=1.0), True),
-        "ridge-log": (lambda: Ridge(alpha=1.0), False),
-        "trees": (lambda: ExtraTreesRegressor(n_estimators=48, max_features=0.5, random_state=seed), False),
-    }
-
-    def fit_predict(name: str, train: np.ndarray, test_rows: np.ndarray) -> np.ndarray:
-        """Fit on measurements `train` (positions), predict candidates `test_rows` (transformed)."""
-        make, linear = makers[name]
-        x = features[rows[train]]
-        if not linear:
-            return make().fit(x, target[train]).predict(features[test_rows])
-        predicted = make().fit(x, values[train]).predict(features[test_rows])
-        return transform(np.maximum(predicted, 0.0))
-
-    best: tuple[float, str, np.ndarray | None] | None = None
-    folds = min(5, len(rows))
-    for name in makers:
-        misses = None
-        if folds < 2:
-            spread = 0.1
-        else:
-            cv = np.empty(len(rows))
-            for train, test in KFold(folds, shuffle=True, random_state=seed).split(rows):
-                cv[test] = fit_predict(name, train, rows[test])
-            misses = np.sort(target - cv)
-            spread = float(1.4826 * np.median(np.abs(misses - np.median(misses))))
-        if best is None or spread < best[0]:
-            best = (spread, name, misses)
-    assert best is not None
-    predicted = fit_predict(best[1], np.arange(len(rows)), np.arange(len(features)))
-    return _CostBelief(predicted, max(best[0], 0.01), transform, best[2])

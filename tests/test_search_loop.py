@@ -21,8 +21,9 @@ from search.benchmarks.table import (
     percentile_budgets,
     score,
 )
+from search.cost_belief import CostBelief, fit_cost
 from search.genes import NB201Genes
-from search.loop import LoopSettings, LoopSpace, Measurement, _CostBelief, _fit_cost, _Models, _pick, run_loop
+from search.loop import LoopSettings, LoopSpace, Measurement, _Models, _pick, run_loop
 from search.objectives import Budget
 from search.pareto import non_dominated
 
@@ -164,8 +165,8 @@ def test_cost_belief_from_its_misses_says_how_often_a_cell_predicted_over_meets_
     data, rows, seen, rest = _hundred_measured(shared_data / "nb201_accuracy_latency.csv")
     for column in ["latency_ms_pixel3", "latency_ms_raspi4"]:
         latency = data.values[column]
-        belief = _fit_cost(nb201.cost_features(rows), seen, latency[seen], seed=0)
-        normal = _CostBelief(belief.predicted, belief.spread, belief.transform)
+        belief = fit_cost(nb201.cost_features(rows), seen, latency[seen], seed=0)
+        normal = CostBelief(belief.predicted, belief.spread, belief.transform)
         off = {"misses": [], "normal": []}
         for q in (10, 25, 50):
             limit = float(np.percentile(latency, q))
@@ -185,7 +186,7 @@ def test_picks_weigh_the_chance_of_meeting_the_budget_against_the_gain_over_the_
 
     def pick(names: str, incumbent: float, per_budget: int = 1) -> str:
         n = len(names)
-        cost = _CostBelief(np.log([latencies[c] for c in names]), 0.1, np.log)
+        cost = CostBelief(np.log([latencies[c] for c in names]), 0.1, np.log)
         models = _Models(np.array([[beliefs[c] for c in names]] * 4), 0.01, {"latency": cost})
         space = LoopSpace(list(names), list(names), np.zeros((n, 1)), np.zeros((n, 1)))
         budget = [Budget.of("1 ms", latency=1.0)]
