@@ -34,6 +34,8 @@ from search.genes import MBV3Genes, NB201Genes
 
 USAGE = "ofa-fewshot-bench table=<csv> sources=[<col>,...] target=<col> n=<N> seed=<S> out=<dir>"
 STRATEGIES = ("transfer", "random")
+# A device's cost columns: what a source or target may be (an accuracy column is not a device).
+COST_PREFIXES = ("latency", "power", "energy")
 
 
 @dataclass(frozen=True)
@@ -97,17 +99,21 @@ def _mbv3_space(table: Any, space: str | None) -> MBV3Space:
 
 
 def read_fewshot_table(path: str | Path, columns: list[str], space: str | None = None) -> FewshotTable:
-    """`columns` (numeric) of a NAS-Bench-201 table (`arch`) or an OFA table (`ks,e,d,r`). The
-    transfer model's compact features: per cell the count of each operation as written (x86
+    """`columns` (device costs: latency, power, energy) of a NAS-Bench-201 table (`arch`) or an
+    OFA table (`ks,e,d,r`). The transfer model's compact features: per cell the count of each operation as written (x86
     CPUs and GPUs run every edge) and on the edges that reach the output (mobile runtimes prune
     the rest), `search.nb201.cost_features` (these counts fit the Pixel 3 and Raspberry Pi 4
     columns better than the fully effective ones); per sub-network
     `predictors.transfer.compact_features`."""
     table = read_csv(path, "table")
+    costs = [c for c in table.columns if c.lower().startswith(COST_PREFIXES)]
     missing = [c for c in columns if c not in table.columns or c in ("arch", *ARCH_FIELDS)]
     if missing:
-        numeric = [c for c in table.columns if c not in ("arch", "index", *ARCH_FIELDS)]
-        raise ValueError(f"{table.path} has no column {missing[0]!r}; allowed: {', '.join(numeric)}")
+        raise ValueError(f"{table.path} has no column {missing[0]!r}; allowed: {', '.join(costs)}")
+    other = [c for c in columns if c not in costs]
+    if other:
+        kind = "a device's cost (named latency*, power* or energy*)"
+        raise ValueError(f"column {other[0]!r} is not {kind}; allowed: {', '.join(costs)}")
     if not table.rows:
         raise ValueError(f"{table.path} has a header but no rows")
     values = {c: _numeric(table.rows, c, table.path) for c in columns}

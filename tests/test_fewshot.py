@@ -146,7 +146,8 @@ def test_fewshot_bench_writes_both_files_and_reveals_at_most_n(shared_data, tmp_
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("target=nope", "has no column 'nope'; allowed: cifar10_acc"),
+        ("target=nope", "has no column 'nope'; allowed: latency_ms_gold_6226, latency_ms_titan_rtx_1"),
+        ("sources=[cifar10_acc]", "column 'cifar10_acc' is not a device's cost (named latency*, power* or energy*)"),
         ("n=1", "n = 1 is not allowed; allowed: an integer from 2 to 400"),
         ("table=/no/such.csv", "table /no/such.csv does not exist"),
         ("sources=[latency_ms_pixel3]", "target = 'latency_ms_pixel3' is also a source"),
