@@ -5,7 +5,7 @@ was measured. It starts from a few random candidates (plus whatever was measured
 resumed loop never measures a config twice), then each round
 
 1. fits an ensemble of extra-trees on the measured accuracy (each tree is one plausible
-   predictor) and, per cost metric of the budgets, the better (5-fold CV) of a ridge and an
+   predictor) and, per cost metric of the budgets, the best (5-fold CV) of two ridges and an
    extra-trees model on the measured cost, with its CV residuals (what it misses by;
    `search.cost_belief`);
 2. per budget, picks the unmeasured candidates (at most one per group of configs expected to
