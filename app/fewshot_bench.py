@@ -100,14 +100,14 @@ def _mbv3_space(table: Any, space: str | None) -> MBV3Space:
 
 def read_fewshot_table(path: str | Path, columns: list[str], space: str | None = None) -> FewshotTable:
     """`columns` (device costs: latency, power, energy) of a NAS-Bench-201 table (`arch`) or an
-    OFA table (`ks,e,d,r`). The transfer model's compact features: per cell the count of each operation as written (x86
-    CPUs and GPUs run every edge) and on the edges that reach the output (mobile runtimes prune
-    the rest), `search.nb201.cost_features` (these counts fit the Pixel 3 and Raspberry Pi 4
-    columns better than the fully effective ones); per sub-network
+    OFA table (`ks,e,d,r`). The transfer model's compact features: per cell the count of each
+    operation as written (x86 CPUs and GPUs run every edge) and on the edges that reach the
+    output (mobile runtimes prune the rest), `search.nb201.cost_features` (these counts fit the
+    Pixel 3 and Raspberry Pi 4 columns better than the fully effective ones); per sub-network
     `predictors.transfer.compact_features`."""
     table = read_csv(path, "table")
     costs = [c for c in table.columns if c.lower().startswith(COST_PREFIXES)]
-    missing = [c for c in columns if c not in table.columns or c in ("arch", *ARCH_FIELDS)]
+    missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"{table.path} has no column {missing[0]!r}; allowed: {', '.join(costs)}")
     other = [c for c in columns if c not in costs]
