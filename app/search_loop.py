@@ -32,7 +32,7 @@ from ofa.space import ArchConfig, MBV3Space
 from ofa.training.eval_subnets import EvalData, evaluate_subnets, read_eval_data
 from predictors.features import encode, to_arrays
 from search.loop import LoopSettings, LoopSpace, Measurement, RoundReport, best_measured, run_loop
-from search.objectives import Budget
+from search.objectives import MINIMIZE, Budget
 
 if TYPE_CHECKING:  # lightning (via the data module) costs ~2 s at start-up; hydra imports it when needed
     from ofa.data.datamodule import ImageDataModule
@@ -276,7 +276,8 @@ def accuracy_on_test_split(
 
 
 def _excess(m: Measurement, budget: Budget) -> float:
-    return max(m.values[c.name] / c.limit - 1 for c in budget.constraints)
+    """How far `m` lies over its worst limit, relative (the loop's limits are upper ones)."""
+    return max(float(c.violation(m.values[c.name], MINIMIZE)) for c in budget.constraints)
 
 
 def answer_choices(run: LoopRun, inputs: Any) -> list[Any]:

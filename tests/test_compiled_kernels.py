@@ -7,6 +7,7 @@ import copy
 import logging
 import os
 import tempfile
+import time
 
 import pytest
 import torch
@@ -144,6 +145,37 @@ def test_kernels_build_once_into_the_cache(monkeypatch, tmp_path):
         before = built[0].stat().st_mtime_ns
         assert compiled.library() is not None
         assert [p.stat().st_mtime_ns for p in tmp_path.iterdir()] == [before]  # reused, not rebuilt
+    finally:
+        monkeypatch.undo()
+        compiled.library.cache_clear()
+
+
+@needs_kernels
+def test_a_new_build_prunes_what_has_gone_unused(monkeypatch, tmp_path):
+    """Building a library removes libraries unused for STALE_DAYS and day-old temporary files;
+    a library used lately (another machine's), other files and the reused library stay."""
+    month = compiled.STALE_DAYS * 86400
+    stale = tmp_path / "ofa-kernels-0000000000000000.so"
+    recent = tmp_path / "ofa-kernels-1111111111111111.so"
+    killed = tmp_path / "tmpabc.so.tmp"
+    other = tmp_path / "notes.txt"
+    for path, age in ((stale, month + 86400), (recent, month - 86400), (killed, 2 * 86400), (other, 10 * month)):
+        path.write_text("")
+        os.utime(path, (time.time() - age, time.time() - age))
+    monkeypatch.setenv("OFA_KERNEL_CACHE", str(tmp_path))
+    compiled.library.cache_clear()
+    try:
+        assert compiled.library() is not None
+        left = {p.name for p in tmp_path.iterdir()}
+        built = next(n for n in left if n.startswith("ofa-kernels-") and n not in (recent.name, stale.name))
+        assert left == {built, recent.name, other.name}
+        # Reused later: its access time is stamped, its build time kept.
+        os.utime(tmp_path / built, (time.time() - month - 86400, time.time() - month - 86400))
+        mtime = (tmp_path / built).stat().st_mtime
+        compiled.library.cache_clear()
+        assert compiled.library() is not None
+        info = (tmp_path / built).stat()
+        assert info.st_mtime == mtime and time.time() - info.st_atime < 3600
     finally:
         monkeypatch.undo()
         compiled.library.cache_clear()

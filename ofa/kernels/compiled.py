@@ -6,13 +6,17 @@ linked against the OpenMP runtime torch itself loaded, so both share one thread 
 library lands in `$OFA_KERNEL_CACHE` (default `~/.cache/ofa-hwnas/kernels`; where that
 cannot be written, a private folder in the temporary directory) under a name
 that hashes the sources, the compiler's version and the CPU's flags, written atomically so
-that parallel processes (DDP ranks) may race. Without a compiler, or with
+that parallel processes (DDP ranks) may race. Each use stamps the library's access time; when a
+new one is built, libraries unused for `STALE_DAYS` (older sources or compilers; a machine that
+shares the cache but no longer runs) and temporary files left by a killed compile are removed,
+so the cache does not grow with every change of the sources. Without a compiler, or with
 `OFA_COMPILED_KERNELS=0`, `library()` returns None and callers keep their torch path; the
 reason is logged once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -20,6 +24,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 from functools import cache
 from pathlib import Path
 
@@ -28,6 +33,7 @@ import torch
 log = logging.getLogger(__name__)
 SOURCES = sorted((Path(__file__).with_name("csrc")).glob("*.c"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
+STALE_DAYS = 30
 _INT, _LONG, _FLOAT, _PTR = ctypes.c_int, ctypes.c_long, ctypes.c_float, ctypes.c_void_p
 
 
@@ -60,6 +66,7 @@ def _build() -> Path:
     folders = _cache_dirs()
     for folder in folders:
         if (folder / name).exists() and (folder is folders[0] or _ours_alone(folder)):
+            _stamp_use(folder / name)
             return folder / name
     for folder in folders:  # the first we can write to: a read-only home falls back
         try:
@@ -71,7 +78,9 @@ def _build() -> Path:
             log.info("kernel cache %s not usable (%s)", folder, err)
             continue
         os.close(fd)
-        return _compile(compiler, link, tmp, folder / name)
+        built = _compile(compiler, link, tmp, folder / name)
+        _prune(folder, keep={built.name, Path(tmp).name})
+        return built
     raise OSError(f"no writable kernel cache ({', '.join(map(str, folders))})")
 
 
@@ -88,6 +97,29 @@ def _compile(compiler: str, link: list[str], tmp: str, target: Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def _stamp_use(path: Path) -> None:
+    """Record a use in the access time (the modification time stays the build's)."""
+    with contextlib.suppress(OSError):  # a read-only cache still works; it is only never pruned
+        os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
+
+
+def _prune(folder: Path, keep: set[str]) -> None:
+    """Remove libraries unused for `STALE_DAYS` and temporary files a day old (a killed compile)."""
+    now = time.time()
+    removed = 0
+    for path in [*folder.glob("ofa-kernels-*.so"), *folder.glob("*.so.tmp")]:
+        try:
+            info = path.stat()
+            age_days = (now - max(info.st_atime, info.st_mtime)) / 86400
+            if path.name not in keep and age_days > (1 if path.name.endswith(".tmp") else STALE_DAYS):
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue  # another process removed or holds it
+    if removed:
+        log.info("kernel cache %s: removed %d stale file(s)", folder, removed)
 
 
 def _openmp_link_flags() -> list[str]:
