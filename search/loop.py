@@ -13,7 +13,8 @@ resumed loop never measures a config twice), then each round
    candidate meets the budget (the share of the cost models' misses that would bring it
    within) times how much it is expected to beat the budget's best measured objective (each
    tree's prediction plus measurement noise, averaged over the trees, so a candidate the trees
-   disagree on is worth a try);
+   disagree on is worth a try); where groups measure differently, the first pick may instead
+   be an unmeasured member of the group of the budget's answer (`_group_mate`);
 3. measures the picks (one call of `measure`, which may refuse past its own query budget).
 
 The answer per budget is the best *measured* config that meets it (`search.result.choose` on
@@ -187,7 +188,8 @@ def run_loop(
         round_ += 1
         models = _fit_models(space, result.measurements, index, budgets, settings, objective, round_)
         incumbents = _incumbents(best, budgets, min(m.values[objective] for m in result.measurements))
-        picks = _pick(space, models, done, budgets, incumbents, settings.n_per_budget)
+        held_by = [index.get(entry[0]) if (entry := best[b.name]) else None for b in budgets]
+        picks = _pick(space, models, done, budgets, incumbents, settings.n_per_budget, held_by)
         if not picks:
             break
         picks = picks[: settings.queries - len(result.measurements)]
@@ -248,6 +250,10 @@ def _fit_models(
 
 # Candidates less likely than this to meet a budget are not picked for it (unless none is).
 MIN_P_OK = 0.02
+# A group-mate of a budget's answer (see `_group_mate`) must be at least this likely to meet the
+# budget and worth at least this share of the best candidate's constrained expected improvement.
+MATE_MIN_P = 0.5
+MATE_SHARE = 1 / 3
 
 
 def _pick(
@@ -257,23 +263,29 @@ def _pick(
     budgets: Sequence[Budget],
     incumbents: Sequence[float],
     per_budget: int,
+    held_by: Sequence[int | None] = (),
 ) -> list[int]:
     """Per budget, the unmeasured candidates (one per group) with the largest constrained
     expected improvement over `incumbents` (per budget, the best measured objective that meets
     it): P(meets the budget) x the expected gain. Weighing the chance against the gain is what
     lets a near-budget cell believed well above the answer (a phone's lucky fast cell, P ~0.1)
     beat both a sure cell that adds little and a long shot (P ~0.03) believed a little higher
-    (`bench/README.md#loop_ceilingpy`)."""
+    (`bench/README.md#loop_ceilingpy`). `held_by`: per budget, the candidate that holds its best
+    measured objective (None where none does); the first pick may be one of its group
+    (`_group_mate`)."""
     picks: list[int] = []
     mean = models.per_tree.mean(0)
-    for budget, incumbent in zip(budgets, incumbents):
+    for b, (budget, incumbent) in enumerate(zip(budgets, incumbents)):
         p_ok = np.ones(len(done))
         for c in budget.constraints:
             p_ok *= models.costs[c.name].p_meets(c.limit)
         # Among equal values (nothing expected to gain) the better believed first.
         value = p_ok * _expected_gain(models.per_tree, models.noise, incumbent) + 1e-9 * mean
+        mate = _group_mate(space, done, picks, p_ok, value, held_by[b] if held_by else None, models.noise)
+        if mate is not None:
+            picks.append(mate)
         taken: list[int] = []  # groups picked for this budget
-        for _ in range(per_budget):
+        for _ in range(per_budget - (mate is not None)):
             free = ~done & ~np.isin(space.group_ids, taken)
             free[picks] = False
             score = np.where(free & (p_ok >= MIN_P_OK), value, -np.inf)
@@ -285,6 +297,35 @@ def _pick(
             picks.append(best)
             taken.append(int(space.group_ids[best]))
     return picks
+
+
+def _group_mate(
+    space: LoopSpace,
+    done: np.ndarray,
+    picked: list[int],
+    p_ok: np.ndarray,
+    value: np.ndarray,
+    held: int | None,
+    noise: float,
+) -> int | None:
+    """The unmeasured member of the group of `held` (a budget's answer) worth most (`value`),
+    or None. Where the configs of a group measure differently (NAS-Bench-201's cells that
+    compute alike but trained apart; `noise` > 0), a budget's best measured answer is the
+    luckiest member measured so far. Drawing another is worth little by expected improvement,
+    yet more than the long shots the loop would pick instead, whose chance of meeting the
+    budget it overstates (of its picks given P < 0.1, none met; `bench/README.md#loop_ceilingpy`).
+    So a mate likely to meet the budget (`MATE_MIN_P`) and worth `MATE_SHARE` of the best
+    candidate is drawn first. Without groups (the product's sub-networks) this never picks."""
+    if held is None or space.groups is None or noise <= 1e-6:
+        return None
+    mates = ~done & (space.group_ids == space.group_ids[held]) & (p_ok >= MATE_MIN_P)
+    mates[picked] = False
+    if not mates.any():
+        return None
+    mate = int(np.argmax(np.where(mates, value, -np.inf)))
+    others = ~done & (p_ok >= MIN_P_OK)
+    others[picked] = False
+    return mate if value[mate] >= MATE_SHARE * value[others].max() else None
 
 
 def _expected_gain(per_tree: np.ndarray, noise: float, incumbent: float) -> np.ndarray:

@@ -201,6 +201,31 @@ def test_picks_weigh_the_chance_of_meeting_the_budget_against_the_gain_over_the_
     assert pick("ABD", 93.0, per_budget=2) == "AD"
 
 
+def test_a_group_mate_of_the_answer_comes_first_where_groups_measure_differently():
+    # A (measured, the answer at 92.2) and its unmeasured mates M (surely within the budget)
+    # and N (less sure) compute alike: all believed 92.0, with 0.15 of noise between members.
+    # L, its own group, is believed 92.3 but likely over the budget (P ~0.13): worth more than
+    # a mate by expected improvement, yet less than three times as much.
+    names = "AMNL"
+    latencies = {"A": 0.8, "M": 0.7, "N": 0.9, "L": 1.12}
+
+    def pick(belief_l: float, groups: list[str] | None, noise: float = 0.15, per_budget: int = 1) -> str:
+        beliefs = [92.2, 92.0, 92.0, belief_l]
+        cost = CostBelief(np.log([latencies[c] for c in names]), 0.1, np.log)
+        models = _Models(np.array([beliefs] * 4), noise, {"latency": cost})
+        space = LoopSpace(list(names), list(names), np.zeros((4, 1)), np.zeros((4, 1)), groups)
+        done = np.array([True, False, False, False])
+        budget = [Budget.of("1 ms", latency=1.0)]
+        return "".join(names[i] for i in _pick(space, models, done, budget, [92.2], per_budget, [0]))
+
+    alike = ["g", "g", "g", "l"]
+    assert pick(92.3, alike) == "M"  # the likelier mate, before L
+    assert pick(92.3, alike, per_budget=2) == "ML"
+    assert pick(92.6, alike) == "L"  # L now worth more than three mates
+    assert pick(92.3, None) == "L"  # without groups, by expected improvement alone
+    assert pick(92.3, alike, noise=0.0) == "L"  # members that measure alike: nothing to draw
+
+
 def test_loop_measures_only_what_it_pays_for_and_answers_with_measured_cells(table):
     budgets = percentile_budgets(table.values[XEON], [10, 25, 50])
     oracle = TableOracle(table, ACC, XEON, queries=40)
