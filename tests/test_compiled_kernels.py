@@ -169,13 +169,14 @@ def test_a_new_build_prunes_what_has_gone_unused(monkeypatch, tmp_path):
         left = {p.name for p in tmp_path.iterdir()}
         built = next(n for n in left if n.startswith("ofa-kernels-") and n not in (recent.name, stale.name))
         assert left == {built, recent.name, other.name}
-        # Reused later: its access time is stamped, its build time kept.
-        os.utime(tmp_path / built, (time.time() - month - 86400, time.time() - month - 86400))
-        mtime = (tmp_path / built).stat().st_mtime
+        # Reused after a month unused: its access time is stamped (so a prune keeps it), its
+        # build time kept.
+        backdated = time.time_ns() - (month + 86400) * 10**9
+        os.utime(tmp_path / built, ns=(backdated, backdated))
         compiled.library.cache_clear()
         assert compiled.library() is not None
         info = (tmp_path / built).stat()
-        assert info.st_mtime == mtime and time.time() - info.st_atime < 3600
+        assert info.st_mtime_ns == backdated and info.st_atime_ns > backdated + month * 10**9
     finally:
         monkeypatch.undo()
         compiled.library.cache_clear()

@@ -79,7 +79,7 @@ def _build() -> Path:
             continue
         os.close(fd)
         built = _compile(compiler, link, tmp, folder / name)
-        _prune(folder, keep={built.name, Path(tmp).name})
+        _prune(folder, keep=built.name)
         return built
     raise OSError(f"no writable kernel cache ({', '.join(map(str, folders))})")
 
@@ -105,7 +105,7 @@ def _stamp_use(path: Path) -> None:
         os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
 
 
-def _prune(folder: Path, keep: set[str]) -> None:
+def _prune(folder: Path, keep: str) -> None:
     """Remove libraries unused for `STALE_DAYS` and temporary files a day old (a killed compile)."""
     now = time.time()
     removed = 0
@@ -113,7 +113,7 @@ def _prune(folder: Path, keep: set[str]) -> None:
         try:
             info = path.stat()
             age_days = (now - max(info.st_atime, info.st_mtime)) / 86400
-            if path.name not in keep and age_days > (1 if path.name.endswith(".tmp") else STALE_DAYS):
+            if path.name != keep and age_days > (1 if path.name.endswith(".tmp") else STALE_DAYS):
                 path.unlink()
                 removed += 1
         except OSError:
