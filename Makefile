@@ -19,8 +19,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/ofa-pipeline $(ARGS)
 
+# Two workers (one per core here; tests pin torch to one thread each). --dist loadfile keeps a
+# file's tests, and so its module-scoped set-ups, on one worker; TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
