@@ -14,7 +14,8 @@ resumed loop never measures a config twice), then each round
    within) times how much it is expected to beat the budget's best measured objective (each
    tree's prediction plus measurement noise, averaged over the trees, so a candidate the trees
    disagree on is worth a try); where groups measure differently, the first pick may instead
-   be an unmeasured member of the group of the budget's answer (`_group_mate`);
+   be an unmeasured member of the group of the budget's answer (`_group_mate`; with three
+   picks per budget and round or more, of its class, where the space names classes);
 3. measures the picks (one call of `measure`, which may refuse past its own query budget).
 
 The answer per budget is the best *measured* config that meets it (`search.result.choose` on
@@ -81,23 +82,38 @@ class LoopSpace:
     # the loop believes instead of fitting a model. It still measures (and pays for) every
     # answer. `bench/loop_ceiling.py` uses it to show how far a perfect model would take the loop.
     known: Mapping[str, np.ndarray] | None = None
+    # Candidates that compute alike though written differently: a coarser grouping than `groups`
+    # (NAS-Bench-201: `nb201.function_keys`). With `CLASS_MATES_MIN_PICKS` picks per budget, a
+    # budget's answer's class-mates are drawn as its group-mates are otherwise (`_group_mate`).
+    classes: Sequence[Hashable] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.candidates)
         if not (len(self.keys) == len(self.accuracy_features) == len(self.cost_features) == n):
             raise ValueError("candidates, keys and feature rows must have one entry per candidate")
-        if self.groups is not None and len(self.groups) != n:
-            raise ValueError("groups must have one entry per candidate")
+        for name in ("groups", "classes"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
+                raise ValueError(f"{name} must have one entry per candidate")
         if any(len(v) != n for v in (self.known or {}).values()):
             raise ValueError("known values must have one entry per candidate")
 
     @functools.cached_property
     def group_ids(self) -> np.ndarray:
         """An integer group per candidate (each its own without `groups`), for vectorised masks."""
-        if self.groups is None:
-            return np.arange(len(self.candidates))
-        ids: dict[Hashable, int] = {}
-        return np.array([ids.setdefault(g, len(ids)) for g in self.groups])
+        return _ids(self.groups, len(self.candidates))
+
+    @functools.cached_property
+    def class_ids(self) -> np.ndarray:
+        """An integer class per candidate (its group's where the space names no classes)."""
+        return self.group_ids if self.classes is None else _ids(self.classes, len(self.candidates))
+
+
+def _ids(labels: Sequence[Hashable] | None, n: int) -> np.ndarray:
+    """Labels as integers 0, 1, ... in order of appearance; each its own without labels."""
+    if labels is None:
+        return np.arange(n)
+    ids: dict[Hashable, int] = {}
+    return np.array([ids.setdefault(g, len(ids)) for g in labels])
 
 
 @dataclass(frozen=True)
@@ -254,6 +270,12 @@ MIN_P_OK = 0.02
 # budget and worth at least this share of the best candidate's constrained expected improvement.
 MATE_MIN_P = 0.5
 MATE_SHARE = 0.33  # the share tested (bench/README.md, stop 34)
+# With this many picks per budget and round or more, mates are drawn from the answer's class
+# (`LoopSpace.classes`), so a mate takes at most a third of a budget's picks. With two (the
+# default up to 100 queries) class-mates crowd out the search between classes: NAS-Bench-201
+# Q = 100 0.267 against 0.203, and 0.24 even from half-way or once an answer stood 3 rounds;
+# Q = 300 (three picks) 0.034 against 0.044 over 40 seeds (bench/README.md, stop 35).
+CLASS_MATES_MIN_PICKS = 3
 
 
 def _pick(
@@ -271,8 +293,8 @@ def _pick(
     lets a near-budget cell believed well above the answer (a phone's lucky fast cell, P ~0.1)
     beat both a sure cell that adds little and a long shot (P ~0.03) believed a little higher
     (`bench/README.md#loop_ceilingpy`). `held_by`: per budget, the candidate that holds its best
-    measured objective (None where none does); the first pick may be one of its group
-    (`_group_mate`)."""
+    measured objective (None where none does); the first pick may be one of its group, or
+    with `CLASS_MATES_MIN_PICKS` picks or more, of its class (`_group_mate`)."""
     picks: list[int] = []
     mean = models.per_tree.mean(0)
     for b, (budget, incumbent) in enumerate(zip(budgets, incumbents)):
@@ -281,7 +303,9 @@ def _pick(
             p_ok *= models.costs[c.name].p_meets(c.limit)
         # Among equal values (nothing expected to gain) the better believed first.
         value = p_ok * _expected_gain(models.per_tree, models.noise, incumbent) + 1e-9 * mean
-        mate = _group_mate(space, done, picks, p_ok, value, held_by[b] if held_by else None, models.noise)
+        held = held_by[b] if held_by else None
+        mates = space.class_ids if per_budget >= CLASS_MATES_MIN_PICKS else space.group_ids
+        mate = _group_mate(space, done, picks, p_ok, value, held, models.noise, mates)
         if mate is not None:
             picks.append(mate)
         taken: list[int] = []  # groups picked for this budget
@@ -307,18 +331,20 @@ def _group_mate(
     value: np.ndarray,
     held: int | None,
     noise: float,
+    mate_ids: np.ndarray,
 ) -> int | None:
     """The unmeasured member of the group of `held` (a budget's answer) worth most (`value`),
-    or None. Where the configs of a group measure differently (NAS-Bench-201's cells that
-    compute alike but trained apart; `noise` > 0), a budget's best measured answer is the
-    luckiest member measured so far. Drawing another is worth little by expected improvement,
+    or None; `mate_ids`: the space's group ids, or its class ids (a coarser grouping). Where
+    the configs of a group measure differently (NAS-Bench-201's cells that compute alike but
+    trained apart; `noise` > 0), a budget's best measured answer is the luckiest member
+    measured so far. Drawing another is worth little by expected improvement,
     yet more than the long shots the loop would pick instead, whose chance of meeting the
     budget it overstates (of its picks given P < 0.1, none met; `bench/README.md#loop_ceilingpy`).
     So a mate likely to meet the budget (`MATE_MIN_P`) and worth `MATE_SHARE` of the best
     candidate is drawn first. Without groups (the product's sub-networks) this never picks."""
     if held is None or space.groups is None or noise <= 1e-6:
         return None
-    mates = ~done & (space.group_ids == space.group_ids[held]) & (p_ok >= MATE_MIN_P)
+    mates = ~done & (mate_ids == mate_ids[held]) & (p_ok >= MATE_MIN_P)
     mates[picked] = False
     if not mates.any():
         return None

@@ -132,7 +132,8 @@ def function_keys(rows: np.ndarray) -> list[str]:
     (dead edges, nodes 1 and 2 swapped, a conv reached through a skip) share it. Each live conv
     or pool is named by its op and what it reads; the key lists what reaches the output and
     every live op, so one conv read twice differs from two convs. `conv3x3(x)` has 460 cells.
-    Used by `bench/loop_ceiling.py` to tell the loop each class's mean accuracy."""
+    The loop's classes (`LoopSpace.classes`, whose members it draws as a budget's answer's
+    mates); `bench/loop_ceiling.py` tells the loop each class's mean accuracy."""
     out = []
     for eff in effective_ops(rows):
         value: dict[int, list[str]] = {0: ["x"]}  # per node: the names of what is summed there

@@ -226,6 +226,26 @@ def test_a_group_mate_of_the_answer_comes_first_where_groups_measure_differently
     assert pick(92.3, alike, noise=0.0) == "L"  # members that measure alike: nothing to draw
 
 
+def test_with_three_picks_a_class_mate_of_the_answer_comes_first():
+    # As above, but M and N are written differently from A (groups of their own) and compute
+    # alike (one class). With two picks per budget, L and M by expected improvement; with three,
+    # the likelier class-mate M first. Without classes, groups are the classes.
+    names = "AMNL"
+    cost = CostBelief(np.log([0.8, 0.7, 0.9, 1.12]), 0.1, np.log)
+    models = _Models(np.array([[92.2, 92.0, 92.0, 92.3]] * 4), 0.15, {"latency": cost})
+    done = np.array([True, False, False, False])
+    budget = [Budget.of("1 ms", latency=1.0)]
+
+    def pick(per_budget: int, classes: str | None = "cccl") -> str:
+        x = np.zeros((4, 1))
+        space = LoopSpace(list(names), list(names), x, x, list("amnl"), classes=classes and list(classes))
+        return "".join(names[i] for i in _pick(space, models, done, budget, [92.2], per_budget, [0]))
+
+    assert pick(2) == "LM"
+    assert pick(3) == "MLN"
+    assert pick(3, classes=None) == "LMN"
+
+
 def test_loop_measures_only_what_it_pays_for_and_answers_with_measured_cells(table):
     budgets = percentile_budgets(table.values[XEON], [10, 25, 50])
     oracle = TableOracle(table, ACC, XEON, queries=40)

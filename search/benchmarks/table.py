@@ -262,7 +262,13 @@ def loop_search(
     rows = np.stack([table.space.row_of(c) for c in table.archs])
     known = {name: table.values[oracle.columns[name]] for name in reveal}
     space = LoopSpace(
-        table.archs, table.archs, nb201.accuracy_features(rows), nb201.cost_features(rows), nb201.groups(rows), known
+        table.archs,
+        table.archs,
+        nb201.accuracy_features(rows),
+        nb201.cost_features(rows),
+        nb201.groups(rows),
+        known,
+        classes=nb201.function_keys(rows),
     )
     done = run_loop(space, oracle, budgets, settings, objective=ACCURACY, on_round=on_round)
     # The result's metrics only name and orient the measured values; nothing is looked up again.
