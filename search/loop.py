@@ -304,8 +304,8 @@ def _pick(
         # Among equal values (nothing expected to gain) the better believed first.
         value = p_ok * _expected_gain(models.per_tree, models.noise, incumbent) + 1e-9 * mean
         held = held_by[b] if held_by else None
-        mates = space.class_ids if per_budget >= CLASS_MATES_MIN_PICKS else space.group_ids
-        mate = _group_mate(space, done, picks, p_ok, value, held, models.noise, mates)
+        mate_ids = space.class_ids if per_budget >= CLASS_MATES_MIN_PICKS else space.group_ids
+        mate = _group_mate(space, done, picks, p_ok, value, held, models.noise, mate_ids)
         if mate is not None:
             picks.append(mate)
         taken: list[int] = []  # groups picked for this budget
@@ -337,11 +337,11 @@ def _group_mate(
     or None; `mate_ids`: the space's group ids, or its class ids (a coarser grouping). Where
     the configs of a group measure differently (NAS-Bench-201's cells that compute alike but
     trained apart; `noise` > 0), a budget's best measured answer is the luckiest member
-    measured so far. Drawing another is worth little by expected improvement,
-    yet more than the long shots the loop would pick instead, whose chance of meeting the
-    budget it overstates (of its picks given P < 0.1, none met; `bench/README.md#loop_ceilingpy`).
-    So a mate likely to meet the budget (`MATE_MIN_P`) and worth `MATE_SHARE` of the best
-    candidate is drawn first. Without groups (the product's sub-networks) this never picks."""
+    measured so far. Drawing another is worth little by expected improvement, yet more than
+    the long shots the loop would pick instead, whose chance of meeting the budget it
+    overstates (of its picks given P < 0.1, none met; `bench/README.md#loop_ceilingpy`). So a
+    mate likely to meet the budget (`MATE_MIN_P`) and worth `MATE_SHARE` of the best candidate
+    is drawn first. Without groups (the product's sub-networks) this never picks."""
     if held is None or space.groups is None or noise <= 1e-6:
         return None
     mates = ~done & (mate_ids == mate_ids[held]) & (p_ok >= MATE_MIN_P)
