@@ -149,6 +149,8 @@ def main() -> None:
     if args.seeds < 1 or args.first_seed < 0:
         bad = f"--seeds {args.seeds} --first-seed {args.first_seed}"
         ap.error(f"{bad} is not allowed; allowed: --seeds >= 1, --first-seed >= 0")
+    if args.calibration and "fitted" not in args.arms:
+        ap.error(f"--calibration with --arms {' '.join(args.arms)} is not allowed; allowed: --arms including fitted")
     console = make_console()
     table = load_table(args.table, [args.accuracy, *args.columns])
     classes = class_means(table, args.accuracy)  # what the class arm is told, computed once
@@ -198,7 +200,7 @@ def main() -> None:
         console.print(out)
         for arm, per_seed in zip(args.arms, overall):
             console.print(f"Q = {q}, {arm}: per-seed means, {span}: {[round(v, 3) for v in per_seed]}")
-    for q in args.queries if calibration else ():
+    for q in args.queries if args.calibration else ():
         title = f"Q = {q}, {span}: near each limit, share that meets it vs mean P(meets) from the latency model (cells)"
         near = Table(title=title)
         near.add_column("column")
