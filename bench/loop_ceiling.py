@@ -40,6 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
@@ -101,9 +102,10 @@ def cost_calibration(
     table: ArchTable, accuracy: str, column: str, cost_features: np.ndarray, measured: np.ndarray, seed: int
 ) -> np.ndarray:
     """Per budget, how the loop's latency model fitted on `measured` (every cell a run measured,
-    as its next round would) sees the cells that matter: the unmeasured cells within 0.8-1.25 x the limit and within a
-    point of the optimum's accuracy. Rows (cells, cells that meet the budget, summed P(meets));
-    where the two sums part, the chance of meeting is misjudged where the search looks."""
+    as its next round would) sees the cells that matter: the unmeasured cells within 0.8-1.25 x
+    the limit and within a point of the optimum's accuracy. Rows (cells, cells that meet the
+    budget, summed P(meets)); where the two sums part, the chance of meeting is misjudged where
+    the search looks."""
     lat, acc = table.values[column], table.values[accuracy]
     belief = fit_cost(cost_features, measured, lat[measured], seed)
     unmeasured = np.ones(len(lat), dtype=bool)
@@ -134,6 +136,22 @@ def cell(per_seed: list[float]) -> str:
     return f"{statistics.mean(per_seed):.3f} ± {statistics.stdev(per_seed) / len(per_seed) ** 0.5:.3f}"
 
 
+def print_calibration(
+    console: Console, calibration: dict[tuple[int, str], np.ndarray], queries: list[int], columns: list[str], span: str
+) -> None:
+    """One table per Q of `cost_calibration`'s sums over seeds: share that meets vs mean P."""
+    for q in queries:
+        title = f"Q = {q}, {span}: near each limit, share that meets it vs mean P(meets) from the latency model (cells)"
+        near = Table(title=title)
+        near.add_column("column")
+        for name in ("p10", "p25", "p50"):
+            near.add_column(name, justify="right")
+        for column in columns:
+            sums = calibration[(q, column)]
+            near.add_row(column, *[f"{met / max(n, 1):.2f} vs {p / max(n, 1):.2f} ({n:.0f})" for n, met, p in sums])
+        console.print(near)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=Path, default=DEFAULT_TABLE)
@@ -158,7 +176,9 @@ def main() -> None:
     results: dict[tuple[str, int, str], list[float]] = {}
     per_budget: dict[tuple[str, int, str], np.ndarray] = {}
     calibration: dict[tuple[int, str], np.ndarray] = {}  # (Q, column) -> summed over seeds
-    cost_features = nb201.cost_features(np.stack([table.space.row_of(c) for c in table.archs]))
+    # The loop's cost features, as `loop_search` builds them for each run: only --calibration needs them here.
+    rows = np.stack([table.space.row_of(c) for c in table.archs]) if args.calibration else None
+    cost_features = None if rows is None else nb201.cost_features(rows)
     t0 = time.perf_counter()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     span = f"seeds {seeds[0]}-{seeds[-1]}"
@@ -200,16 +220,8 @@ def main() -> None:
         console.print(out)
         for arm, per_seed in zip(args.arms, overall):
             console.print(f"Q = {q}, {arm}: per-seed means, {span}: {[round(v, 3) for v in per_seed]}")
-    for q in args.queries if args.calibration else ():
-        title = f"Q = {q}, {span}: near each limit, share that meets it vs mean P(meets) from the latency model (cells)"
-        near = Table(title=title)
-        near.add_column("column")
-        for name in ("p10", "p25", "p50"):
-            near.add_column(name, justify="right")
-        for column in args.columns:
-            sums = calibration[(q, column)]
-            near.add_row(column, *[f"{met / max(n, 1):.2f} vs {p / max(n, 1):.2f} ({n:.0f})" for n, met, p in sums])
-        console.print(near)
+    if args.calibration:
+        print_calibration(console, calibration, args.queries, args.columns, span)
     needles = Table(title="cells whose regret would be <= 0.20 / <= 0.03 points (of 15,625), per budget")
     needles.add_column("column")
     for name in ("p10", "p25", "p50"):
