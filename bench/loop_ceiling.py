@@ -163,8 +163,10 @@ def print_calibration(
 
 
 def _calibration_cell(n: float, met: float, p: float, missed: float, p_optimum: float) -> str:
+    """One budget's `cost_calibration` sums as 'share vs mean P (cells)' over 'optimum P (runs)'."""
     band = f"{met / max(n, 1):.2f} vs {p / max(n, 1):.2f} ({n:.0f})"
-    return band + (f"\noptimum {p_optimum / missed:.2f} ({missed:.0f})" if missed else "\noptimum measured")
+    optimum = f"optimum {p_optimum / missed:.2f} ({missed:.0f})" if missed else "optimum measured in every run"
+    return f"{band}\n{optimum}"
 
 
 def main() -> None:
