@@ -117,8 +117,8 @@ def cost_calibration(
     for budget in percentile_budgets(lat, (10, 25, 50)):
         limit = budget.limits()["latency"]
         p_meets = belief.p_meets(limit)
-        near = unmeasured & (lat > 0.8 * limit) & (lat < 1.25 * limit) & (acc >= acc[lat <= limit].max() - 1.0)
         optimum = int(np.argmax(np.where(lat <= limit, acc, -np.inf)))
+        near = unmeasured & (lat > 0.8 * limit) & (lat < 1.25 * limit) & (acc >= acc[optimum] - 1.0)
         missed = bool(unmeasured[optimum])
         out.append((near.sum(), (lat[near] <= limit).sum(), p_meets[near].sum(), missed, p_meets[optimum] * missed))
     return np.array(out, dtype=float)
