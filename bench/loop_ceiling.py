@@ -35,6 +35,8 @@ can.
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
 import statistics
 import time
 from dataclasses import replace
@@ -53,6 +55,14 @@ from search.loop import LoopSettings
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_accuracy_latency.csv"
 COLUMNS = ("latency_ms_gold_6226", "latency_ms_titan_rtx_1", "latency_ms_pixel3", "latency_ms_raspi4")
+# Latencies of the same 15,625 cells on 22 more devices (HELP's NAS-Bench-201 measurements;
+# bench/data/README.md): devices the loop's rules were never tuned on. `--held-out` runs these 12.
+HELD_OUT_TABLE = Path(__file__).resolve().parent / "data" / "nb201_help_latency.csv.gz"
+HELD_OUT_COLUMNS = tuple(
+    f"latency_ms_{d}"
+    for d in ("1080ti_1", "titanxp_1", "gold_6240", "silver_4114", "eyeriss", "samsung_a50",
+              "2080ti_32", "titan_rtx_256", "silver_4210r", "fpga", "pixel2", "essential_ph_1")
+)  # fmt: skip
 # arm -> the metrics the loop is told. "class": told each cell's class mean accuracy (below).
 ARMS = {
     "fitted": (),
@@ -75,6 +85,18 @@ def class_means(table: ArchTable, accuracy: str) -> tuple[ArchTable, float]:
     dof = len(acc) - keys.max() - 1
     noise = float(np.sqrt(np.sum((acc - means[keys]) ** 2) / dof))
     return replace(table, values={**table.values, accuracy: means[keys]}), noise
+
+
+def with_columns(table: ArchTable, path: Path, columns: list[str]) -> ArchTable:
+    """`table` with the latency `columns` of another (gzipped) file that lists the same cells by `arch`."""
+    with gzip.open(path, "rt", newline="") as f:
+        rows = {table.space.parse(row["arch"]): row for row in csv.DictReader(f)}
+    have = [c for c in next(iter(rows.values())) if c != "arch"]
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise SystemExit(f"error: column {missing[0]!r} is not in {path.name}; allowed: {', '.join(have)}")
+    added = {c: np.array([float(rows[a][c]) for a in table.archs]) for c in columns}
+    return replace(table, values={**table.values, **added})
 
 
 def regrets(
@@ -173,7 +195,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     ap.add_argument("--accuracy", default="cifar10_acc")
-    ap.add_argument("--columns", nargs="+", default=list(COLUMNS))
+    ap.add_argument("--columns", nargs="+", help=f"default: {' '.join(COLUMNS)}")
+    held = "latency columns of devices the loop was not tuned on (bench/data; default the 12 of HELD_OUT_COLUMNS)"
+    ap.add_argument("--held-out", action="store_true", help=held)
     ap.add_argument("--queries", nargs="+", type=int, default=[100])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
@@ -187,7 +211,11 @@ def main() -> None:
     if args.calibration and "fitted" not in args.arms:
         ap.error(f"--calibration with --arms {' '.join(args.arms)} is not allowed; allowed: --arms including fitted")
     console = make_console()
-    table = load_table(args.table, [args.accuracy, *args.columns])
+    args.columns = args.columns or list(HELD_OUT_COLUMNS if args.held_out else COLUMNS)
+    if args.held_out:
+        table = with_columns(load_table(args.table, [args.accuracy]), HELD_OUT_TABLE, args.columns)
+    else:
+        table = load_table(args.table, [args.accuracy, *args.columns])
     classes = class_means(table, args.accuracy)  # what the class arm is told, computed once
     # results[(arm, Q, column)] = per-seed mean regret over the budgets; per_budget: the same per budget
     results: dict[tuple[str, int, str], list[float]] = {}
