@@ -18,7 +18,12 @@ is its own class: there the arm is told the cell's own value.
 
     .venv/bin/python bench/loop_ceiling.py [--queries 100 300] [--seeds 5] [--first-seed 0]
         [--columns latency_ms_gold_6226 latency_ms_pixel3] [--arms fitted latency accuracy both class]
-        [--calibration]
+        [--calibration] [--held-out]
+
+`--held-out` runs the loop on latency columns of twelve devices no rule of the loop was tuned on
+(`bench/data/README.md`: HELP's measurements of the same cells; the accuracies stay the table's),
+by default 1080ti_1, titanxp_1, gold_6240, silver_4114, eyeriss, samsung_a50, 2080ti_32,
+titan_rtx_256, silver_4210r, fpga, pixel2 and essential_ph_1; `--columns` picks others of its 22.
 
 `--calibration` adds, per column and budget over the fitted arm's runs, how its latency model
 (refitted on every cell a run measured) sees the unmeasured cells near the limit (0.8-1.25 x)
