@@ -95,11 +95,12 @@ def class_means(table: ArchTable, accuracy: str) -> tuple[ArchTable, float]:
 def with_columns(table: ArchTable, path: Path, columns: list[str]) -> ArchTable:
     """`table` with the latency `columns` of another (gzipped) file that lists the same cells by `arch`."""
     with gzip.open(path, "rt", newline="") as f:
-        rows = {table.space.parse(row["arch"]): row for row in csv.DictReader(f)}
-    have = [c for c in next(iter(rows.values())) if c != "arch"]
-    missing = [c for c in columns if c not in have]
-    if missing:
-        raise SystemExit(f"error: column {missing[0]!r} is not in {path.name}; allowed: {', '.join(have)}")
+        reader = csv.DictReader(f)
+        have = [c for c in reader.fieldnames or () if c != "arch"]
+        missing = [c for c in columns if c not in have]
+        if missing:
+            raise ValueError(f"--columns {missing[0]} is not in {path.name}; allowed: {', '.join(have)}")
+        rows = {table.space.parse(row["arch"]): row for row in reader}
     added = {c: np.array([float(rows[a][c]) for a in table.archs]) for c in columns}
     return replace(table, values={**table.values, **added})
 
@@ -218,7 +219,10 @@ def main() -> None:
     console = make_console()
     args.columns = args.columns or list(HELD_OUT_COLUMNS if args.held_out else COLUMNS)
     if args.held_out:
-        table = with_columns(load_table(args.table, [args.accuracy]), HELD_OUT_TABLE, args.columns)
+        try:
+            table = with_columns(load_table(args.table, [args.accuracy]), HELD_OUT_TABLE, args.columns)
+        except ValueError as bad:
+            ap.error(str(bad))
     else:
         table = load_table(args.table, [args.accuracy, *args.columns])
     classes = class_means(table, args.accuracy)  # what the class arm is told, computed once
