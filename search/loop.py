@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr
 
 from search.cost_belief import CostBelief, fit_cost, known_cost
+from search.expected_gain import expected_gain, group_noise
 from search.objectives import Budget
 
 Measure = Callable[[list[Any]], list[dict[str, float]]]
@@ -254,7 +254,7 @@ def _fit_models(
         # Each tree on every candidate, unchecked: validating 15,625 rows per tree took most of a round.
         x = np.ascontiguousarray(space.accuracy_features, dtype=np.float32)
         per_tree = np.stack([t.predict(x, check_input=False) for t in trees.estimators_])
-        noise = settings.noise if settings.noise is not None else _group_noise(space, rows, y)
+        noise = settings.noise if settings.noise is not None else group_noise(space.groups, rows, y)
     costs = {
         name: known_cost(truth[name])
         if name in truth
@@ -302,7 +302,7 @@ def _pick(
         for c in budget.constraints:
             p_ok *= models.costs[c.name].p_meets(c.limit)
         # Among equal values (nothing expected to gain) the better believed first.
-        value = p_ok * _expected_gain(models.per_tree, models.noise, incumbent) + 1e-9 * mean
+        value = p_ok * expected_gain(models.per_tree, models.noise, incumbent) + 1e-9 * mean
         held = held_by[b] if held_by else None
         mate_ids = space.class_ids if per_budget >= CLASS_MATES_MIN_PICKS else space.group_ids
         mate = _group_mate(space, done, picks, p_ok, value, held, models.noise, mate_ids)
@@ -352,30 +352,3 @@ def _group_mate(
     others = ~done & (p_ok >= MIN_P_OK)
     others[picked] = False
     return mate if value[mate] >= MATE_SHARE * value[others].max() else None
-
-
-def _expected_gain(per_tree: np.ndarray, noise: float, incumbent: float) -> np.ndarray:
-    """Per candidate, E[max(y - incumbent, 0)] for y one tree's prediction plus normal
-    measurement noise, averaged over the trees."""
-    sigma = max(noise, 1e-6)
-    z = (per_tree - incumbent) / sigma
-    # ndtr and the density written out: scipy.stats.norm's checks cost more than the sums here.
-    return (sigma * (z * ndtr(z) + np.exp(-0.5 * z * z) / _SQRT_2PI)).mean(0)
-
-
-_SQRT_2PI = np.sqrt(2 * np.pi)
-
-
-def _group_noise(space: LoopSpace, rows: np.ndarray, y: np.ndarray) -> float:
-    """Pooled within-group standard deviation of the measured objective (at least 3 degrees
-    of freedom), else a tenth of its interquartile range."""
-    if space.groups is not None:
-        by: dict[Hashable, list[float]] = {}
-        for r, v in zip(rows, y):
-            by.setdefault(space.groups[r], []).append(float(v))
-        dof = sum(len(v) - 1 for v in by.values())
-        if dof >= 3:
-            ss = sum(float(np.sum((np.array(v) - np.mean(v)) ** 2)) for v in by.values())
-            return max(float(np.sqrt(ss / dof)), 1e-6)
-    q75, q25 = np.percentile(y, [75, 25])
-    return max(0.1 * float(q75 - q25), 1e-6)
