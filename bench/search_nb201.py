@@ -13,6 +13,11 @@ and the share of (budget, seed) pairs where the exact optimum was found.
         [--columns latency_ms_gold_6226 latency_ms_pixel3] [--samplers refined nsga2 random]
     .venv/bin/python bench/search_nb201.py --samplers loop refined random --trials 50 100 200 300 \
         --seeds 5 --columns latency_ms_gold_6226 latency_ms_titan_rtx_1 latency_ms_pixel3 latency_ms_raspi4
+    .venv/bin/python bench/search_nb201.py --held-out --samplers refined random --trials 100 300
+
+`--held-out` runs on the latency columns of twelve devices no rule of the loop was tuned on
+(`bench/data/README.md`; `loop_ceiling.py --held-out` runs the loop on the same columns);
+`--columns` then picks others of its 22.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from loop_ceiling import HELD_OUT_COLUMNS, HELD_OUT_TABLE, with_columns
 from rich.progress import Progress
 from rich.table import Table
 
@@ -33,6 +39,7 @@ from search.loop import LoopSettings
 from search.problem import SearchSettings
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_accuracy_latency.csv"
+DEFAULT_COLUMNS = ("latency_ms_gold_6226", "latency_ms_pixel3")
 
 
 def spread(values: list[float], fmt: str = ".3f") -> str:
@@ -108,6 +115,15 @@ def summary(args: argparse.Namespace, runs: list[dict]) -> Table:
                     f"{np.median([r['evaluations'] / r['wall_s'] for r in rs]):.0f}",
                 )  # fmt: skip
         out.add_section()
+    if len(args.columns) > 1:
+        for n in args.trials:
+            for sampler in args.samplers:
+                rs = [r for r in runs if r["n_trials"] == n and r["sampler"] == sampler]
+                seeds = sorted({r["seed"] for r in rs})
+                per_seed = [float(np.mean([r["mean_regret"] for r in rs if r["seed"] == s])) for s in seeds]
+                hits = [h for r in rs for h in r["hits"]]
+                out.add_row(f"all {len(args.columns)} columns", str(n), sampler, "", spread(per_seed),
+                            f"{100 * np.mean(hits):.0f}% ({sum(hits)}/{len(hits)})", "", "")  # fmt: skip
     return out
 
 
@@ -115,7 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     parser.add_argument("--accuracy", default="cifar10_acc")
-    parser.add_argument("--columns", nargs="+", default=["latency_ms_gold_6226", "latency_ms_pixel3"])
+    parser.add_argument("--columns", nargs="+", help="default: gold_6226 and pixel3; with --held-out its twelve")
+    parser.add_argument("--held-out", action="store_true", help="devices the loop was not tuned on (bench/data)")
     parser.add_argument("--trials", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument(
@@ -130,7 +147,14 @@ def main() -> None:
     args = parser.parse_args()
 
     console = make_console()
-    table = load_table(args.table, [args.accuracy, *args.columns])
+    args.columns = args.columns or list(HELD_OUT_COLUMNS if args.held_out else DEFAULT_COLUMNS)
+    if args.held_out:
+        try:
+            table = with_columns(load_table(args.table, [args.accuracy]), HELD_OUT_TABLE, args.columns)
+        except ValueError as exc:
+            parser.error(str(exc))
+    else:
+        table = load_table(args.table, [args.accuracy, *args.columns])
     runs = all_runs(table, args, console)
     console.print(summary(args, runs))
     console.print("regret: exact best accuracy under the budget minus the best found (mean over budgets, then seeds);")
