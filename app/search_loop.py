@@ -244,9 +244,10 @@ def run_measured_loop(
     pool = list({a.key(): a for a in [*candidates, *(m.config for m in prior)]}.values())
     n_val = len(dm.val_set) if dm.val_set is not None else 0
     noise = binomial_se(float(np.median([m.values["acc"] for m in prior])) if prior else 0.9, n_val)
-    settings = LoopSettings(queries=queries, initial=loop.initial,
-                            per_budget=loop.per_budget, seed=int(cfg.seed), noise=noise,
-                            patience=loop.patience)  # fmt: skip
+    # accuracy is a fraction here: one point (`search.realized`'s unit) is 0.01
+    settings = LoopSettings(queries=queries, initial=loop.initial, per_budget=loop.per_budget, seed=int(cfg.seed),
+                            noise=noise, patience=loop.patience, realized=loop.get("realized", True),
+                            point=0.01)  # fmt: skip
     budgets = list(inputs.budgets)
     result = run_loop(loop_space(pool, inputs.space), measurer, budgets, settings, objective="acc",
                       prior=prior, on_round=round_line(console, budgets))  # fmt: skip

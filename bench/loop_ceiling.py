@@ -17,7 +17,7 @@ that no other computes like (4,246 of 15,625, the optima of both phones' p50 bud
 is its own class: there the arm is told the cell's own value.
 
     .venv/bin/python bench/loop_ceiling.py [--queries 100 300] [--seeds 5] [--first-seed 0]
-        [--columns latency_ms_gold_6226 latency_ms_pixel3] [--arms fitted latency accuracy both class]
+        [--columns latency_ms_gold_6226 latency_ms_pixel3] [--arms fitted latency accuracy both class unscaled]
         [--calibration] [--held-out]
 
 `--held-out` runs the loop on latency columns of twelve devices no rule of the loop was tuned on
@@ -31,6 +31,10 @@ within a point of the optimum's accuracy: the share that meets the budget agains
 chance it gives them; and the chance it gives the budget's optimum where a run left it
 unmeasured. A change of latency model shows there over five seeds, where telling two loop rules
 apart by regret takes 40.
+
+The `unscaled` arm is the fitted arm without the realized-gain discount (`search/realized.py`:
+each candidate's expected gain scaled by what the run's earlier picks of its band realized);
+with both arms, their paired per-seed difference is printed.
 
 Each arm's per-seed means (over the columns) are printed too, so that two commits can be
 compared seed by seed: five seeds do not tell two rules apart, paired differences over 10-20
@@ -75,6 +79,7 @@ ARMS = {
     "accuracy": ("accuracy",),
     "both": ("accuracy", "latency"),
     "class": ("accuracy",),
+    "unscaled": (),  # fitted, without the realized-gain discount (LoopSettings.realized=False)
 }
 
 
@@ -120,7 +125,7 @@ def run_arm(
     budgets = percentile_budgets(table.values[column], (10, 25, 50))
     oracle = TableOracle(table, accuracy, column, queries)
     told, noise = classes if arm == "class" else (table, None)
-    settings = LoopSettings(queries, seed=seed, noise=noise)
+    settings = LoopSettings(queries, seed=seed, noise=noise, realized=arm != "unscaled")
     result = loop_search(told, oracle, budgets, settings, reveal=ARMS[arm])
     index = {key: i for i, key in enumerate(table.archs)}
     measured = np.array([index[e.key] for e in result.evaluations])
@@ -257,7 +262,8 @@ def main() -> None:
         out = Table(title=title)
         out.add_column("column")
         for arm in args.arms:
-            out.add_column({"fitted": arm, "class": "class means known"}.get(arm, f"{arm} known"), justify="right")
+            label = {"fitted": arm, "class": "class means known", "unscaled": "fitted, gains unscaled"}
+            out.add_column(label.get(arm, f"{arm} known"), justify="right")
         for column in args.columns:
             out.add_row(
                 column,
@@ -274,6 +280,8 @@ def main() -> None:
         console.print(out)
         for arm, per_seed in zip(args.arms, overall):
             console.print(f"Q = {q}, {arm}: per-seed means, {span}: {[round(v, 3) for v in per_seed]}")
+        if {"fitted", "unscaled"} <= set(args.arms):
+            print_paired(console, q, dict(zip(args.arms, overall)))
     if args.calibration:
         print_calibration(console, calibration, args.queries, args.columns, span)
     needles = Table(title="cells whose regret would be <= 0.20 / <= 0.03 points (of 15,625), per budget")
@@ -284,6 +292,16 @@ def main() -> None:
         needles.add_row(column, *[f"{a} / {b}" for a, b in acceptable(table, args.accuracy, column, (0.2, 0.03))])
     console.print(needles)
     console.print(f"{total} loop runs in {time.perf_counter() - t0:.0f} s")
+
+
+def print_paired(console: Console, queries: int, overall: dict[str, list[float]]) -> None:
+    """The realized-gain discount's effect, seed by seed (same seeds, same cells at the start)."""
+    d = np.array(overall["fitted"]) - np.array(overall["unscaled"])
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    console.print(
+        f"Q = {queries}, fitted - unscaled (the realized-gain discount): {d.mean():+.3f} ± {se:.3f} per seed; "
+        f"better in {(d < 0).sum()}, worse in {(d > 0).sum()} of {len(d)} seeds"
+    )
 
 
 if __name__ == "__main__":

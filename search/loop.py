@@ -15,7 +15,9 @@ resumed loop never measures a config twice), then each round
    tree's prediction plus measurement noise, averaged over the trees, so a candidate the trees
    disagree on is worth a try); where groups measure differently, the first pick may instead
    be an unmeasured member of the group of the budget's answer (`_group_mate`; with three
-   picks per budget and round or more, of its class, where the space names classes);
+   picks per budget and round or more, of its class, where the space names classes); each
+   expected gain is scaled by what the run's earlier picks of its kind realized
+   (`search.realized`: far-below cells gain far less often than the trees claim);
 3. measures the picks (one call of `measure`, which may refuse past its own query budget).
 
 The answer per budget is the best *measured* config that meets it (`search.result.choose` on
@@ -36,6 +38,7 @@ import numpy as np
 from search.cost_belief import CostBelief, fit_cost, known_cost
 from search.expected_gain import expected_gain, group_noise
 from search.objectives import Budget
+from search.realized import RealizedDiscount
 
 Measure = Callable[[list[Any]], list[dict[str, float]]]
 
@@ -53,12 +56,20 @@ class LoopSettings:
     trees: int = 128  # the ensemble; expected improvement rests on its tails (64: Q = 300 regret 0.077 against 0.038)
     noise: float | None = None  # the objective's measurement noise; None: estimated within groups
     patience: int | None = None  # stop after this many rounds in which no budget's best improved
+    # Scale expected gains by what the run's picks realized (`search.realized`); `point`: one
+    # point of the objective in its units (accuracy in percent: 1; as a fraction: 0.01).
+    realized: bool = True
+    point: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("queries", "initial", "per_budget", "trees", "patience"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} = {value!r} is not allowed; allowed: an integer >= 1")
+        if not isinstance(self.realized, bool):
+            raise ValueError(f"realized = {self.realized!r} is not allowed; allowed: true, false")
+        if not (isinstance(self.point, (int, float)) and not isinstance(self.point, bool) and self.point > 0):
+            raise ValueError(f"point = {self.point!r} is not allowed; allowed: a number > 0")
 
     @property
     def n_initial(self) -> int:
@@ -139,6 +150,7 @@ class LoopResult:
     measurements: list[Measurement] = field(default_factory=list)
     rounds: int = 0
     stopped: str = "measurement budget spent"
+    realized: list[dict[str, float]] = field(default_factory=list)  # `RealizedDiscount.summary`
 
 
 def meets(values: dict[str, float], budget: Budget) -> bool:
@@ -173,16 +185,15 @@ def run_loop(
         raise ValueError("the measurement loop needs at least one budget")
     index = {k: i for i, k in enumerate(space.keys)}
     result = LoopResult(list(prior))
-    done = np.zeros(len(space.candidates), dtype=bool)
-    for m in prior:
-        if m.key in index:
-            done[index[m.key]] = True
+    prior_keys = {m.key for m in prior}
+    done = np.array([k in prior_keys for k in space.keys], dtype=bool)
 
-    def take(picks: list[int], round_: int) -> None:
+    def take(picks: list[int], round_: int) -> dict[int, dict[str, float]]:
         configs = [space.candidates[i] for i in picks]
-        for i, cfg, values in zip(picks, configs, measure(configs)):
-            done[i] = True
-            result.measurements.append(Measurement(space.keys[i], cfg, dict(values), round_))
+        new = [Measurement(space.keys[i], c, dict(v), round_) for i, c, v in zip(picks, configs, measure(configs))]
+        done[picks[: len(new)]] = True
+        result.measurements.extend(new)
+        return {index[m.key]: m.values for m in new}  # per candidate, what it measured
 
     def report(round_: int, picked: int) -> dict[str, tuple[str, float] | None]:
         best = {}
@@ -199,23 +210,24 @@ def run_loop(
     if first:
         take(first, 0)
     best = report(0, len(first))  # round 0: the random start and the prior measurements
+    realized = RealizedDiscount(settings.point, active=settings.realized)
     round_ = stale = 0
     while len(result.measurements) < settings.queries and not done.all():
         round_ += 1
         models = _fit_models(space, result.measurements, index, budgets, settings, objective, round_)
         incumbents = _incumbents(best, budgets, min(m.values[objective] for m in result.measurements))
         held_by = [index.get(entry[0]) if (entry := best[b.name]) else None for b in budgets]
-        picks = _pick(space, models, done, budgets, incumbents, settings.n_per_budget, held_by)
+        picks = _pick(space, models, done, budgets, incumbents, settings.n_per_budget, held_by, realized)
         if not picks:
             break
         picks = picks[: settings.queries - len(result.measurements)]
-        take(picks, round_)
+        realized.settle(take(picks, round_), lambda v, b, inc: meets(v, budgets[b]) and v[objective] > inc)
         previous, best = best, report(round_, len(picks))
         stale = stale + 1 if best == previous else 0
         if settings.patience is not None and stale >= settings.patience:
             result.stopped = f"no budget's best improved in {stale} rounds"
             break
-    result.rounds = round_
+    result.rounds, result.realized = round_, realized.summary()
     return result
 
 
@@ -286,6 +298,7 @@ def _pick(
     incumbents: Sequence[float],
     per_budget: int,
     held_by: Sequence[int | None] = (),
+    realized: RealizedDiscount | None = None,
 ) -> list[int]:
     """Per budget, the unmeasured candidates (one per group) with the largest constrained
     expected improvement over `incumbents` (per budget, the best measured objective that meets
@@ -294,7 +307,9 @@ def _pick(
     beat both a sure cell that adds little and a long shot (P ~0.03) believed a little higher
     (`bench/README.md#loop_ceilingpy`). `held_by`: per budget, the candidate that holds its best
     measured objective (None where none does); the first pick may be one of its group, or
-    with `CLASS_MATES_MIN_PICKS` picks or more, of its class (`_group_mate`)."""
+    with `CLASS_MATES_MIN_PICKS` picks or more, of its class (`_group_mate`). `realized`: where
+    given, scales each expected gain by what earlier picks of its band realized, and files
+    this round's picks with it (`search.realized`)."""
     picks: list[int] = []
     mean = models.per_tree.mean(0)
     for b, (budget, incumbent) in enumerate(zip(budgets, incumbents)):
@@ -305,7 +320,11 @@ def _pick(
         # NAS-Bench-201's tight budgets); among equal values the better believed first.
         live = ~done & (p_ok >= MIN_P_OK)
         value = np.full(len(done), -np.inf)
-        value[live] = p_ok[live] * expected_gain(models.per_tree[:, live], models.noise, incumbent) + 1e-9 * mean[live]
+        gain = expected_gain(models.per_tree[:, live], models.noise, incumbent)
+        if realized is not None:
+            gain = realized.scale(gain, mean[live], incumbent)
+        value[live] = p_ok[live] * gain + 1e-9 * mean[live]
+        first = len(picks)
         held = held_by[b] if held_by else None
         mate_ids = space.class_ids if per_budget >= CLASS_MATES_MIN_PICKS else space.group_ids
         mate = _group_mate(space, done, picks, p_ok, value, held, models.noise, mate_ids)
@@ -323,6 +342,8 @@ def _pick(
                 break
             picks.append(best)
             taken.append(int(space.group_ids[best]))
+        for i in picks[first:] if realized is not None else ():
+            realized.file(i, b, models.per_tree, models.noise, incumbent, float(p_ok[i]))
     return picks
 
 

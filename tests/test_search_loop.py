@@ -26,6 +26,7 @@ from search.genes import NB201Genes
 from search.loop import LoopSettings, LoopSpace, Measurement, _Models, _pick, run_loop
 from search.objectives import Budget
 from search.pareto import non_dominated
+from search.realized import RealizedDiscount
 
 ACC, XEON = "cifar10_acc", "latency_ms_gold_6226"
 
@@ -246,6 +247,46 @@ def test_with_three_picks_a_class_mate_of_the_answer_comes_first():
     assert pick(3, classes=None) == "LMN"
 
 
+def test_a_band_whose_picks_gained_less_than_the_trees_claimed_is_worth_less():
+    # F: believed 90.4 on average, 1.8 below the answer (92.2), but one tree in four says 94;
+    # N: believed 92.0-92.4. By expected improvement F (a long shot) is worth five times N. Once
+    # twenty picks of F's band (far below) claimed 0.25 each and none gained, F is worth a sixth.
+    per_tree = np.array([[89.0, 89.5, 94.0, 89.0], [92.1, 92.2, 92.4, 92.0]]).T
+    models = _Models(per_tree, 0.2, {"latency": CostBelief(np.log([0.8, 0.8]), 0.1, np.log)})
+    space = LoopSpace(list("FN"), list("FN"), np.zeros((2, 1)), np.zeros((2, 1)))
+    budget = [Budget.of("1 ms", latency=1.0)]
+
+    def pick(gains: int, active: bool = True) -> tuple[str, list[float]]:
+        realized = RealizedDiscount(active=active)
+        for k in range(20):  # twenty past picks like F; `gains` of them measured 93 (met, beat)
+            realized.file(0, 0, per_tree, 0.2, 92.2, 1.0)
+            realized.settle({0: {"acc": 93.0 if k < gains else 90.0, "latency": 0.8}}, lambda v, b, inc: v["acc"] > inc)
+        picked = _pick(space, models, np.zeros(2, dtype=bool), budget, [92.2], 1, (), realized)
+        return "FN"[picked[0]], realized.factors().round(3).tolist()
+
+    assert pick(0, active=False) == ("F", [1.0, 1.0, 1.0])
+    assert pick(0) == ("N", [round(1 / (20 * 0.25 + 1), 3), 1.0, 1.0])
+    assert pick(5) == ("F", [1.0, 1.0, 1.0])  # gained as often as claimed: no discount
+
+
+def test_the_loop_settles_every_pick_and_its_discount_changes_what_it_measures(table):
+    budgets = percentile_budgets(table.values[XEON], [10, 25, 50])
+    rows = np.stack([table.space.row_of(c) for c in table.archs])
+    feats = nb201.accuracy_features(rows), nb201.cost_features(rows)
+    space = LoopSpace(table.archs, table.archs, *feats, nb201.groups(rows))
+    runs = {}
+    for realized in (True, False):
+        oracle = TableOracle(table, ACC, XEON, queries=60)
+        result = run_loop(space, oracle, budgets, LoopSettings(60, seed=0, trees=32, realized=realized))
+        runs[realized] = (oracle.revealed, result.realized)
+    for _, bands in runs.values():
+        assert sum(b["picks"] for b in bands) == 60 - 10  # every pick after the random start, once
+        assert all(0 <= b["gained"] <= b["picks"] and 0 <= b["claimed"] <= b["picks"] for b in bands)
+    assert [b["factor"] for b in runs[False][1]] == [1.0, 1.0, 1.0]
+    assert min(b["factor"] for b in runs[True][1]) < 1.0  # some band gained less than claimed
+    assert runs[True][0][:10] == runs[False][0][:10] and runs[True][0] != runs[False][0]
+
+
 def test_loop_measures_only_what_it_pays_for_and_answers_with_measured_cells(table):
     budgets = percentile_budgets(table.values[XEON], [10, 25, 50])
     oracle = TableOracle(table, ACC, XEON, queries=40)
@@ -313,6 +354,10 @@ def test_loop_settings_refuse_bad_values():
         LoopSettings(0)
     assert LoopSettings(300).n_initial == 30 and LoopSettings(50).n_initial == 10
     assert LoopSettings(100).n_per_budget == 2 and LoopSettings(101).n_per_budget == 3
+    with pytest.raises(ValueError, match="realized = 'yes' is not allowed; allowed: true, false"):
+        LoopSettings(10, realized="yes")
+    with pytest.raises(ValueError, match="point = 0 is not allowed; allowed: a number > 0"):
+        LoopSettings(10, point=0)
 
 
 def test_cli_queries_mode_writes_every_paid_query(shared_data, tmp_path):
