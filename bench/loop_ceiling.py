@@ -33,7 +33,8 @@ unmeasured. A change of latency model shows there over five seeds, where telling
 apart by regret takes 40.
 
 The `unscaled` arm is the fitted arm without the realized-gain discount (`search/realized.py`:
-each candidate's expected gain scaled by what the run's earlier picks of its band realized);
+each candidate's expected gain scaled by what the run's earlier picks of its band realized; it
+acts from three picks per budget and round, above 100 queries, so the two arms agree at Q <= 100);
 with both arms, their paired per-seed difference is printed.
 
 Each arm's per-seed means (over the columns) are printed too, so that two commits can be

@@ -269,22 +269,23 @@ def test_a_band_whose_picks_gained_less_than_the_trees_claimed_is_worth_less():
     assert pick(5) == ("F", [1.0, 1.0, 1.0])  # gained as often as claimed: no discount
 
 
-def test_the_loop_settles_every_pick_and_its_discount_changes_what_it_measures(table):
+def test_the_loop_settles_every_pick_and_its_discount_acts_from_three_picks_per_budget(table):
     budgets = percentile_budgets(table.values[XEON], [10, 25, 50])
     rows = np.stack([table.space.row_of(c) for c in table.archs])
     feats = nb201.accuracy_features(rows), nb201.cost_features(rows)
     space = LoopSpace(table.archs, table.archs, *feats, nb201.groups(rows))
     runs = {}
-    for realized in (True, False):
-        oracle = TableOracle(table, ACC, XEON, queries=60)
-        result = run_loop(space, oracle, budgets, LoopSettings(60, seed=0, trees=32, realized=realized))
-        runs[realized] = (oracle.revealed, result.realized)
+    for picks, realized in ((3, True), (3, False), (2, True), (2, False)):
+        oracle = TableOracle(table, ACC, XEON, queries=64)
+        settings = LoopSettings(64, initial=10, per_budget=picks, seed=0, trees=32, realized=realized)
+        runs[picks, realized] = (oracle.revealed, run_loop(space, oracle, budgets, settings).realized)
     for _, bands in runs.values():
-        assert sum(b["picks"] for b in bands) == 60 - 10  # every pick after the random start, once
+        assert sum(b["picks"] for b in bands) == 64 - 10  # every pick after the random start, once
         assert all(0 <= b["gained"] <= b["picks"] and 0 <= b["claimed"] <= b["picks"] for b in bands)
-    assert [b["factor"] for b in runs[False][1]] == [1.0, 1.0, 1.0]
-    assert min(b["factor"] for b in runs[True][1]) < 1.0  # some band gained less than claimed
-    assert runs[True][0][:10] == runs[False][0][:10] and runs[True][0] != runs[False][0]
+    assert min(b["factor"] for b in runs[3, True][1]) < 1.0  # some band gained less than claimed
+    assert runs[3, True][0][:10] == runs[3, False][0][:10] and runs[3, True][0] != runs[3, False][0]
+    # With two picks per budget (up to 100 queries) it is off: the same picks, every factor 1.
+    assert runs[2, True][0] == runs[2, False][0] and {b["factor"] for b in runs[2, True][1]} == {1.0}
 
 
 def test_loop_measures_only_what_it_pays_for_and_answers_with_measured_cells(table):
