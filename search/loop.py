@@ -80,6 +80,11 @@ class LoopSettings:
     def n_per_budget(self) -> int:
         return self.per_budget or (2 if self.queries <= 100 else 3)
 
+    @property
+    def scales_gains(self) -> bool:
+        """Whether expected gains are scaled by what the run's picks realized (`REALIZED_MIN_PICKS`)."""
+        return self.realized and self.n_per_budget >= REALIZED_MIN_PICKS
+
 
 @dataclass(frozen=True)
 class LoopSpace:
@@ -211,8 +216,7 @@ def run_loop(
     if first:
         take(first, 0)
     best = report(0, len(first))  # round 0: the random start and the prior measurements
-    active = settings.realized and settings.n_per_budget >= REALIZED_MIN_PICKS
-    realized = RealizedDiscount(settings.point, active=active)
+    realized = RealizedDiscount(settings.point, active=settings.scales_gains)
     round_ = stale = 0
     while len(result.measurements) < settings.queries and not done.all():
         round_ += 1
