@@ -326,8 +326,9 @@ def _pick(
         p_ok = np.ones(len(done))
         for c in budget.constraints:
             p_ok *= models.costs[c.name].p_meets(c.limit)
-        # Valued only where it may be picked (unmeasured, likely enough: a third of the cells on
-        # NAS-Bench-201's tight budgets); among equal values the better believed first.
+        # Valued only where it may be picked (unmeasured, likely enough: 39 / 58 / 79 % of the cells
+        # for NAS-Bench-201's p10 / p25 / p50 budgets over a Q = 300 run); among equal values the
+        # better believed first.
         live = ~done & (p_ok >= MIN_P_OK)
         value = np.full(len(done), -np.inf)
         gain = expected_gain(models.per_tree[:, live], models.noise, incumbent)
