@@ -88,8 +88,6 @@ def check_settings(cfg: DictConfig) -> None:
     check_int("loop.measurements", loop.measurements, 0, "an integer >= 0 (0: the fit-once search)")
     for name in ("initial", "per_budget", "patience"):
         check_int(f"loop.{name}", loop.get(name), 1, none_ok=True)
-    if not isinstance(loop.get("realized", True), bool):
-        raise UserError(f"loop.realized = {loop.realized!r} is not allowed; allowed: true, false")
     if not (isinstance(cfg.measure_latency, bool) or cfg.measure_latency in ("auto", "true", "false")):
         raise UserError(f"measure_latency = {cfg.measure_latency!r} is not allowed; allowed: auto, true, false")
     check_int("bn_calibration_images", cfg.bn_calibration_images, 1)

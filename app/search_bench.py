@@ -54,9 +54,6 @@ def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or make_console()
     queries = cfg.get("queries")
     check_int("queries", queries, 1, none_ok=True)
-    loop_cfg = cfg.get("loop") or {}
-    if not isinstance(loop_cfg.get("realized", True), bool):
-        raise ValueError(f"loop.realized = {loop_cfg.get('realized')!r} is not allowed; allowed: true, false")
     sampler = cfg.sampler or ("loop" if queries else "refined")
     if sampler == "loop" and not queries:
         raise ValueError("sampler = 'loop' needs queries=<Q> (the number of cells it may measure)")
@@ -65,6 +62,7 @@ def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     direct = "refined" if sampler == "loop" else sampler
     settings = SearchSettings(int(cfg.n_trials), int(cfg.population_size), int(cfg.seed),
                               sampler=direct, storage=cfg.storage)  # fmt: skip
+    loop_cfg = cfg.get("loop") or {}
     loop = None
     if sampler == "loop":
         loop = LoopSettings(int(queries), loop_cfg.get("initial"), loop_cfg.get("per_budget"), seed=int(cfg.seed),

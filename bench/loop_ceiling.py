@@ -49,6 +49,7 @@ import csv
 import gzip
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,6 +110,18 @@ def with_columns(table: ArchTable, path: Path, columns: list[str]) -> ArchTable:
         rows = {table.space.parse(row["arch"]): row for row in reader}
     added = {c: np.array([float(rows[a][c]) for a in table.archs]) for c in columns}
     return replace(table, values={**table.values, **added})
+
+
+def load_columns(ap: argparse.ArgumentParser, args: argparse.Namespace, defaults: Sequence[str]) -> ArchTable:
+    """The table with `args.accuracy` and `args.columns` (set to `defaults`, or with `--held-out`
+    to `HELD_OUT_COLUMNS`, where none are given); a column the held-out file lacks ends in `ap.error`."""
+    args.columns = args.columns or list(HELD_OUT_COLUMNS if args.held_out else defaults)
+    if not args.held_out:
+        return load_table(args.table, [args.accuracy, *args.columns])
+    try:
+        return with_columns(load_table(args.table, [args.accuracy]), HELD_OUT_TABLE, args.columns)
+    except ValueError as bad:
+        ap.error(str(bad))
 
 
 def regrets(
@@ -223,14 +236,7 @@ def main() -> None:
     if args.calibration and "fitted" not in args.arms:
         ap.error(f"--calibration with --arms {' '.join(args.arms)} is not allowed; allowed: --arms including fitted")
     console = make_console()
-    args.columns = args.columns or list(HELD_OUT_COLUMNS if args.held_out else COLUMNS)
-    if args.held_out:
-        try:
-            table = with_columns(load_table(args.table, [args.accuracy]), HELD_OUT_TABLE, args.columns)
-        except ValueError as bad:
-            ap.error(str(bad))
-    else:
-        table = load_table(args.table, [args.accuracy, *args.columns])
+    table = load_columns(ap, args, COLUMNS)
     classes = class_means(table, args.accuracy)  # what the class arm is told, computed once
     # results[(arm, Q, column)] = per-seed mean regret over the budgets; per_budget: the same per budget
     results: dict[tuple[str, int, str], list[float]] = {}

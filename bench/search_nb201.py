@@ -29,12 +29,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from loop_ceiling import HELD_OUT_COLUMNS, HELD_OUT_TABLE, with_columns
+from loop_ceiling import load_columns
 from rich.progress import Progress
 from rich.table import Table
 
 from app.shell import make_console, quiet_optuna
-from search.benchmarks.table import TableOracle, load_table, loop_search, percentile_budgets, score, table_search
+from search.benchmarks.table import TableOracle, loop_search, percentile_budgets, score, table_search
 from search.loop import LoopSettings
 from search.problem import SearchSettings
 
@@ -147,14 +147,7 @@ def main() -> None:
     args = parser.parse_args()
 
     console = make_console()
-    args.columns = args.columns or list(HELD_OUT_COLUMNS if args.held_out else DEFAULT_COLUMNS)
-    if args.held_out:
-        try:
-            table = with_columns(load_table(args.table, [args.accuracy]), HELD_OUT_TABLE, args.columns)
-        except ValueError as exc:
-            parser.error(str(exc))
-    else:
-        table = load_table(args.table, [args.accuracy, *args.columns])
+    table = load_columns(parser, args, DEFAULT_COLUMNS)
     runs = all_runs(table, args, console)
     console.print(summary(args, runs))
     console.print("regret: exact best accuracy under the budget minus the best found (mean over budgets, then seeds);")

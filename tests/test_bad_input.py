@@ -111,7 +111,6 @@ def test_pipeline_stage_settings_are_checked_up_front(override, names, tmp_path,
     [
         ("loop.measurements=-3", ["loop.measurements = -3 is not allowed", "an integer >= 0"]),
         ("loop.per_budget=0", ["loop.per_budget = 0 is not allowed", "null or an integer >= 1"]),
-        ("loop.realized=maybe", ["loop.realized = 'maybe' is not allowed; allowed: true, false"]),
         ("measure_latency=maybe", ["measure_latency = 'maybe' is not allowed; allowed: auto, true, false"]),
         ("measure_latency=1", ["measure_latency = 1 is not allowed; allowed: auto, true, false"]),
         ("loop.prior=/no/such/accuracy.csv", ["loop.prior: accuracy table /no/such/accuracy.csv not found"]),
@@ -138,7 +137,6 @@ def test_search_settings_are_checked_before_anything_is_loaded(override, names, 
         ("eval_subnets", "n_subnets=-5", ["n_subnets = -5 is not allowed; allowed: an integer >= 1"]),
         ("eval_subnets", "bn_calibration_images=0", ["bn_calibration_images = 0 is not allowed"]),
         ("search_bench", "queries=0", ["queries = 0 is not allowed; allowed: null or an integer >= 1"]),
-        ("search_bench", "loop.realized=1", ["loop.realized = 1 is not allowed; allowed: true, false"]),
     ],
 )
 def test_counts_that_cannot_work_are_one_line(command, override, names, tmp_path, capsys):
